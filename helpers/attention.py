@@ -1,0 +1,75 @@
+"""Decoupled (text -> image) attention: the corrected, general module.
+
+The seed's version lives in `helpers.seed.DecoupledAttention`; `DecoupledAttention.seed_faithful`
+configures this module to compute exactly what the seed computes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class DecoupledAttention(nn.Module):
+    """Each word (query) attends over the image regions (keys); nothing flows from text to image.
+
+    Fixes over the seed: an optional value projection (the seed defines one and never uses it),
+    padding masks for words and regions, several heads, and a settable temperature.
+    """
+
+    def __init__(self, text_dim: int, image_dim: int, dim: int, heads: int = 1,
+                 use_value: bool = True, temperature: float | None = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        if not use_value and image_dim != dim:
+            raise ValueError(f"use_value=False returns image features themselves, so image_dim ({image_dim}) "
+                             f"must equal dim ({dim})")
+        self.heads, self.dim = heads, dim
+        self.query = nn.Linear(text_dim, dim)
+        self.key = nn.Linear(image_dim, dim)
+        self.value = nn.Linear(image_dim, dim) if use_value else None
+        self.temperature = temperature if temperature is not None else math.sqrt(dim // heads)
+
+    @classmethod
+    def seed_faithful(cls, dim: int) -> "DecoupledAttention":
+        """The seed's computation: one head, no value projection, √dim temperature (masks optional)."""
+        return cls(dim, dim, dim, heads=1, use_value=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., L, D) -> (..., H, L, D/H)."""
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def values(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, R, Di) image regions -> (N, H, R, D/H) per-head values."""
+        return self._split(self.value(image) if self.value is not None else image)
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor | None = None,
+                image_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, Dt) words, (B, R, Di) regions, (B, T)/(B, R) bool masks -> (B, T, D) attended, (B, H, T, R) weights."""
+        q, k = self._split(self.query(text)), self._split(self.key(image))      # (B, H, T, d), (B, H, R, d)
+        logits = q @ k.transpose(-2, -1) / self.temperature                     # (B, H, T, R)
+        weights = self._softmax(logits, text_mask, image_mask)
+        attended = weights @ self.values(image)                                 # (B, H, T, d)
+        return attended.transpose(1, 2).flatten(2), weights
+
+    def all_pairs(self, text: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor | None = None,
+                  image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(Nt, T, Dt) captions, (Ni, R, Di) images -> (Nt, Ni, H, T, R) weights of every caption on every image."""
+        q = self._split(self.query(text))                                       # (Nt, H, T, d)
+        k = self._split(self.key(image))                                        # (Ni, H, R, d)
+        logits = torch.einsum("nhtd,mhrd->nmhtr", q, k) / self.temperature      # one GEMM, no broadcast copies
+        tm = None if text_mask is None else text_mask[:, None]                  # (Nt, 1, T)
+        im = None if image_mask is None else image_mask[None]                   # (1, Ni, R)
+        return self._softmax(logits, tm, im)
+
+    @staticmethod
+    def _softmax(logits, text_mask, image_mask):
+        """Softmax over regions; masked regions get weight 0, padded words get all-zero weights."""
+        if image_mask is not None:
+            logits = logits.masked_fill(~image_mask[..., None, None, :], float("-inf"))
+        weights = logits.softmax(dim=-1)
+        if text_mask is not None:
+            weights = weights * text_mask[..., None, :, None]
+        return weights

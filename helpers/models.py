@@ -1,0 +1,245 @@
+"""Four retrieval models over frozen features, with one interface.
+
+Every model encodes each modality on its own (`encode_images`, `encode_texts`: dicts of tensors
+with the batch first), then scores every image against every caption (`score`: (Ni, Nt)).
+Encodings are what a distributed step gathers across processes; `extra_losses` adds the
+model's own regularisers (only `decoupled_plus` has any).
+
+- `dual`: pooled features -> MLP -> cosine (VSE/CLIP family); no cross-attention.
+- `joint`: words attend to regions *and* regions to words, mixed in residually, then cosine of
+  the pooled mixed vectors: each modality's representation carries the other's.
+- `decoupled`: the seed; words attend to regions only; score = mean over words of
+  cos(word, attended image vector) (SCAN text->image).
+- `decoupled_plus`: shared and private projections per modality; `decoupled` scoring on the shared
+  parts, plus a difference (orthogonality) loss and a reconstruction loss (MISA / DSN).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import DecoupledAttention
+from .losses import difference_loss, reconstruction_loss
+
+
+@dataclass
+class ModelConfig:
+    """Sizes shared by all models; defaults fit a 2-core CPU."""
+
+    name: str = "decoupled"
+    image_dim: int = 1280        # C of the image backbone (1280 MobileNetV2, 2048 ResNet-50)
+    text_dim: int = 384          # D of the text encoder (384 MiniLM, 768 BERT-base)
+    dim: int = 256               # joint embedding size
+    heads: int = 1
+    use_value: bool = True       # False with attention="seed" reproduces the seed
+    attention: str = "corrected"  # "corrected" (value, masks) or "seed" (as the blog wrote it)
+    dual_hidden: int = 384       # widens `dual` so its size is comparable with the attention models
+    private_dim: int = 128       # `decoupled_plus` private subspace
+    diff_weight: float = 0.1
+    recon_weight: float = 1.0
+    init_temperature: float = 0.07
+
+
+def _proj(i: int, o: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(i, o), nn.LayerNorm(o))
+
+
+class RetrievalModel(nn.Module):
+    """Base class: a learnable temperature and the interface described in the module docstring."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.logit_scale = nn.Parameter(torch.tensor(1.0 / cfg.init_temperature).log())
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    def encode_images(self, regions: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def encode_texts(self, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def score(self, img: dict, txt: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_losses(self, img: dict, txt: dict) -> dict[str, torch.Tensor]:
+        return {}
+
+    def scoring_parameters(self) -> int:
+        """Parameters used to score a pair (decoders that only serve a training loss excluded)."""
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("decoder"))
+
+
+class DualEncoder(RetrievalModel):
+    """Global embeddings: (B, C) pooled image, (B, D) pooled text -> cosine, no cross-attention."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        h = cfg.dual_hidden
+        self.image_mlp = nn.Sequential(nn.Linear(cfg.image_dim, h), nn.GELU(), nn.Linear(h, cfg.dim))
+        self.text_mlp = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU(), nn.Linear(h, cfg.dim))
+
+    def encode_images(self, regions, pooled):
+        return {"emb": F.normalize(self.image_mlp(pooled), dim=-1)}
+
+    def encode_texts(self, tokens, mask, pooled):
+        return {"emb": F.normalize(self.text_mlp(pooled), dim=-1)}
+
+    def score(self, img, txt):
+        return img["emb"] @ txt["emb"].t()
+
+
+class DecoupledModel(RetrievalModel):
+    """Text -> image attention only; score = mean over words of cos(word, attended image vector)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.image_proj = _proj(cfg.image_dim, cfg.dim)
+        self.text_proj = _proj(cfg.text_dim, cfg.dim)
+        if cfg.attention == "seed":
+            self.attn = DecoupledAttention.seed_faithful(cfg.dim)
+        else:
+            self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, cfg.use_value)
+
+    def encode_images(self, regions, pooled):
+        return {"regions": self.image_proj(regions)}
+
+    def encode_texts(self, tokens, mask, pooled):
+        return {"words": self.text_proj(tokens), "mask": mask}
+
+    def score(self, img, txt):
+        return word_region_scores(self.attn, txt["words"], txt["mask"], img["regions"],
+                                  use_mask=self.cfg.attention != "seed").t()
+
+
+def word_region_scores(attn: DecoupledAttention, words: torch.Tensor, mask: torch.Tensor,
+                       regions: torch.Tensor, use_mask: bool = True) -> torch.Tensor:
+    """(Nt, T, D) words, (Nt, T) mask, (Ni, R, D) regions -> (Nt, Ni) mean over words of cos(word, attended).
+
+    The attended vectors (Nt, Ni, T, D) are never built: cos uses <w, Σ α v> = Σ α <w, v> and
+    |Σ α v|² = αᵀ (V Vᵀ) α, which cost T·R per pair and head instead of T·D.
+    """
+    weights = attn.all_pairs(words, regions, mask if use_mask else None)        # (Nt, Ni, H, T, R)
+    v = attn.values(regions)                                                    # (Ni, H, R, d)
+    w = attn._split(words)                                                      # (Nt, H, T, d)
+    wv = torch.einsum("nhtd,mhrd->nmhtr", w, v)                                 # word·value per pair
+    gram = v @ v.transpose(-2, -1)                                              # (Ni, H, R, R)
+    dot = (weights * wv).sum(-1).sum(2)                                         # (Nt, Ni, T)
+    sq = ((weights @ gram) * weights).sum(-1).sum(2)                            # |attended|², (Nt, Ni, T)
+    cos = dot / (words.norm(dim=-1)[:, None] * sq.clamp_min(1e-12).sqrt() + 1e-8)
+    m = mask.float()[:, None] if use_mask else torch.ones_like(mask, dtype=torch.float)[:, None]
+    return (cos * m).sum(-1) / m.sum(-1)
+
+
+class JointModel(RetrievalModel):
+    """Attention both ways with residual mixing: words += attended regions, regions += attended words."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.image_proj = _proj(cfg.image_dim, cfg.dim)
+        self.text_proj = _proj(cfg.text_dim, cfg.dim)
+        self.t2i = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, True)
+        self.i2t = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, True)
+
+    def encode_images(self, regions, pooled):
+        return {"regions": self.image_proj(regions)}
+
+    def encode_texts(self, tokens, mask, pooled):
+        return {"words": self.text_proj(tokens), "mask": mask}
+
+    def score(self, img, txt):
+        words, mask, regions = txt["words"], txt["mask"], img["regions"]
+        m = mask.float()
+        # words' mixed mean: mean_t (w_t + Σ_r α_tr v_r) = w̄ + (mean_t α_t) V
+        alpha = self.t2i.all_pairs(words, regions, mask).mean(2)                 # (Nt, Ni, T, R), heads averaged
+        alpha_bar = (alpha * m[:, None, :, None]).sum(2) / m.sum(1)[:, None, None]   # (Nt, Ni, R)
+        v = self.t2i.values(regions).transpose(1, 2).flatten(2)                  # (Ni, R, D)
+        w_bar = (words * m[..., None]).sum(1) / m.sum(1, keepdim=True)           # (Nt, D)
+        text_mix = w_bar[:, None] + torch.einsum("nmr,mrd->nmd", alpha_bar, v)
+        # regions' mixed mean: mean_r (r_r + Σ_t β_rt u_t) = r̄ + (mean_r β_r) U
+        beta = self.i2t.all_pairs(regions, words, None, mask).mean(2)            # (Ni, Nt, R, T)
+        u = self.i2t.values(words).transpose(1, 2).flatten(2)                    # (Nt, T, D)
+        image_mix = regions.mean(1)[:, None] + torch.einsum("mnt,ntd->mnd", beta.mean(2), u)  # (Ni, Nt, D)
+        return F.cosine_similarity(image_mix, text_mix.transpose(0, 1), dim=-1)   # (Ni, Nt)
+
+
+class DecoupledPlusModel(RetrievalModel):
+    """Shared + private subspaces per modality; decoupled scoring on the shared parts."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        d, p = cfg.dim, cfg.private_dim
+        self.image_shared, self.image_private = _proj(cfg.image_dim, d), _proj(cfg.image_dim, p)
+        self.text_shared, self.text_private = _proj(cfg.text_dim, d), _proj(cfg.text_dim, p)
+        self.attn = DecoupledAttention(d, d, d, cfg.heads, cfg.use_value)
+        self.decoder_image = nn.Linear(d + p, cfg.image_dim)
+        self.decoder_text = nn.Linear(d + p, cfg.text_dim)
+
+    def encode_images(self, regions, pooled):
+        return {"regions": self.image_shared(regions), "private": self.image_private(regions), "input": regions}
+
+    def encode_texts(self, tokens, mask, pooled):
+        return {"words": self.text_shared(tokens), "private": self.text_private(tokens), "mask": mask,
+                "input": tokens}
+
+    def score(self, img, txt):
+        return word_region_scores(self.attn, txt["words"], txt["mask"], img["regions"]).t()
+
+    def extra_losses(self, img, txt):
+        mask = txt["mask"]
+        diff = difference_loss(img["regions"].mean(1), img["private"].mean(1)) + \
+            difference_loss(txt["words"][mask], txt["private"][mask])
+        rec_img = self.decoder_image(torch.cat([img["regions"], img["private"]], -1))
+        rec_txt = self.decoder_text(torch.cat([txt["words"], txt["private"]], -1))[mask]
+        recon = reconstruction_loss(rec_img, img["input"]) + reconstruction_loss(rec_txt, txt["input"][mask])
+        return {"difference": self.cfg.diff_weight * diff, "reconstruction": self.cfg.recon_weight * recon}
+
+    def shared_private_correlation(self, img: dict, txt: dict) -> dict[str, float]:
+        """Mean |cosine| between shared and private directions per modality (0 = orthogonal)."""
+        out = {}
+        for name, s, p in [("image", img["regions"].mean(1), img["private"].mean(1)),
+                           ("text", txt["words"][txt["mask"]], txt["private"][txt["mask"]])]:
+            s = F.normalize(s - s.mean(0), dim=0)
+            p = F.normalize(p - p.mean(0), dim=0)
+            out[name] = float((s.t() @ p).abs().mean())
+        return out
+
+
+MODELS = {"dual": DualEncoder, "joint": JointModel, "decoupled": DecoupledModel, "decoupled_plus": DecoupledPlusModel}
+
+
+def build_model(name: str, **overrides) -> RetrievalModel:
+    """Build one of `MODELS` by name; keyword arguments override `ModelConfig` fields."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name](ModelConfig(name=name, **overrides))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Score every image of a FeatureSet against every caption -> (N_img, N_cap) float32 on the CPU.
+
+    Images are encoded once; captions are encoded and scored in chunks of `chunk`, sorted by
+    length so each chunk pads little. Memory per chunk ~ chunk * N_img * T * R floats.
+    """
+    model.eval().to(device)
+    all_rows = torch.arange(features.n_images)
+    regions, pooled = features.image_batch(all_rows)
+    img = model.encode_images(regions.to(device), pooled.to(device))
+    order = features.lengths().argsort()
+    out = torch.empty(features.n_images, features.n_captions)
+    for start in range(0, len(order), chunk):
+        rows = order[start:start + chunk]
+        tokens, mask, tpooled = features.text_batch(rows)
+        txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
+        out[:, rows] = model.score(img, txt).float().cpu()
+    return out

@@ -1,0 +1,95 @@
+"""Figures: images with captions and credits, preprocessing side by side, attention maps, curves."""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+
+def _credit(subset, image_id: int) -> str:
+    row = subset.images.loc[image_id]
+    return f"id {image_id} · {subset.licenses[row.license]['name'].replace('Attribution', 'CC BY')}"
+
+
+def show_images(subset, image_ids, ncols: int = 3, n_captions: int = 2, marks: dict | None = None,
+                width: float = 4.2):
+    """Grid of images, each titled with its first captions and credited (licence; Flickr URL in the table)."""
+    nrows = -(-len(image_ids) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * nrows * 0.95), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, image_ids):
+        ax.imshow(subset.load_image(i))
+        caps = subset.captions_of(i)[:n_captions]
+        ax.set_title("\n".join(textwrap.fill(c, 44) for c in caps), fontsize=8)
+        ax.text(0, -0.02, _credit(subset, i), transform=ax.transAxes, fontsize=7, va="top")
+        if marks and i in marks:
+            for s in ax.spines.values():
+                s.set_visible(True); s.set_color(marks[i]); s.set_linewidth(4)
+            ax.axis("on"); ax.set_xticks([]); ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def credits_table(subset, image_ids) -> pd.DataFrame:
+    """Image id, licence and Flickr source of each shown image (the attribution the licences ask for)."""
+    rows = subset.images.loc[list(image_ids)]
+    return pd.DataFrame({"licence": [subset.licenses[lic]["name"] for lic in rows.license],
+                         "flickr_url": rows.flickr_url.values}, index=pd.Index(list(image_ids), name="image_id"))
+
+
+def unnormalize(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) ImageNet-normalised tensor -> (H, W, 3) array in [0, 1] for imshow."""
+    return (x * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def compare_preprocessing(image, transforms: dict, width: float = 3.6):
+    """The original image beside what each named transform hands the network."""
+    fig, axes = plt.subplots(1, len(transforms) + 1, figsize=(width * (len(transforms) + 1), width))
+    axes[0].imshow(image); axes[0].set_title(f"original {image.width}×{image.height}")
+    for ax, (name, t) in zip(axes[1:], transforms.items()):
+        x = t(image)
+        ax.imshow(unnormalize(x)); ax.set_title(f"{name}\n{tuple(x.shape)}")
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def attention_maps(image, weights: torch.Tensor, words: list[str], grid: int = 7, ncols: int = 4,
+                   width: float = 3.0, boxes: list | None = None):
+    """(T, R) attention of each word over a grid×grid map, drawn over the 224×224 image the model saw."""
+    img = np.asarray(image.resize((224, 224)))
+    n = len(words)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, w, word in zip(axes.flat, weights, words):
+        ax.imshow(img)
+        ax.imshow(w.reshape(grid, grid).numpy(), cmap="magma", alpha=0.55, extent=(0, 224, 224, 0),
+                  interpolation="nearest")
+        ax.set_title(f"'{word}'  max {w.max():.2f}", fontsize=9)
+        for (x, y, bw, bh) in boxes or []:
+            ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, color="cyan", lw=1.5))
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: dict[str, pd.DataFrame]):
+    """Training loss and validation rSum per epoch, one line per model."""
+    df = pd.concat([h.assign(model=name) for name, h in histories.items()])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    sns.lineplot(df, x="epoch", y="train_loss", hue="model", marker="o", ax=axes[0])
+    axes[0].set(title="training loss (InfoNCE + model's own terms)", ylabel="loss per batch")
+    sns.lineplot(df, x="epoch", y="rsum", hue="model", marker="o", ax=axes[1])
+    axes[1].set(title="validation rSum (250 images, 6 recalls summed)", ylabel="rSum (max 600)")
+    fig.tight_layout()
+    return fig

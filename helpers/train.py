@@ -1,0 +1,476 @@
+"""One training loop for every retrieval model: data order, loss, schedule, checkpoints, resume, DDP.
+
+`train(cfg, train_fs, val_fs, run_dir)` trains `models.build_model(cfg.model)` on cached features,
+validates every epoch and keeps `last.pt` / `best.pt` in `run_dir`. Calling it again on the same
+`run_dir` resumes an interrupted run, or returns a finished one without training.
+
+The same function runs under `torchrun`: each process encodes its share of the global batch, the
+encodings are all-gathered *with gradient*, and every process computes the contrastive loss on the
+full (B, B) score matrix, so the update equals the single-process one (up to float rounding).
+
+Command line (`--synthetic N` trains on random features, for tests and demos):
+    python -m helpers.train --model decoupled --epochs 3 --batch-size 32 --run-dir runs/x
+    torchrun --standalone --nproc_per_node 2 -m helpers.train ... (same arguments)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import losses, metrics, models
+from .config import get_device, seed_everything
+from .features import FeatureSet, synthetic_featureset
+
+MAX_LOGIT_SCALE = math.log(100.0)   # CLIP's cap on the learned inverse temperature
+VAL_METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum")
+UNCHECKED_FIELDS = ("progress",)     # TrainConfig fields that may change when a run is resumed
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; defaults fit a 2-core CPU."""
+
+    model: str = "decoupled"                              # a key of `models.MODELS`
+    model_overrides: dict = field(default_factory=dict)   # `models.ModelConfig` fields, e.g. {"dim": 64}
+    epochs: int = 8
+    batch_size: int = 128          # global batch: split over the processes under torchrun
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.1   # linear warm-up over this share of the steps, then cosine to 0
+    clip_norm: float = 2.0
+    loss: str = "infonce"          # "infonce" (learned temperature) or "vse" (hardest-negative triplet)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True               # bf16 autocast; only takes effect on CUDA
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.loss not in ("infonce", "vse"):
+            raise ValueError(f"loss must be 'infonce' or 'vse', got {self.loss!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+
+@dataclass
+class TrainResult:
+    """A trained model (best validation weights, eval mode), its per-epoch history, the best epoch."""
+
+    model: models.RetrievalModel
+    history: pd.DataFrame
+    best: dict
+    run_dir: Path | None = None
+
+
+# ----------------------------------------------------------------------------- data order
+
+def epoch_order(caption_image: torch.Tensor, n_images: int, seed: int, epoch: int):
+    """(N_cap,) caption -> image row -> (N_img,) shuffled image rows, (N_img,) one random caption of each.
+
+    Depends only on (seed, epoch), so a resumed run sees exactly the batches it would have seen.
+    """
+    counts = torch.bincount(caption_image, minlength=n_images)
+    if (counts == 0).any():
+        raise ValueError("every training image needs at least one caption; "
+                         f"{int((counts == 0).sum())} have none")
+    g = torch.Generator().manual_seed(1_000_003 * seed + epoch)
+    images = torch.randperm(n_images, generator=g)
+    by_image = caption_image.argsort(stable=True)               # caption rows grouped by image
+    first = counts.cumsum(0) - counts                           # where each image's group starts
+    pick = first + (torch.rand(n_images, generator=g) * counts).long()
+    return images, by_image[pick][images]
+
+
+def global_batches(images: torch.Tensor, captions: torch.Tensor, batch_size: int):
+    """(N,) image rows, (N,) caption rows -> consecutive (B,), (B,) slices; the incomplete last one dropped."""
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        yield images[start:start + batch_size], captions[start:start + batch_size]
+
+
+def local_batch(fs: FeatureSet, images: torch.Tensor, captions: torch.Tensor, rank: int, world: int):
+    """(B,) global image and caption rows -> this rank's (B/W, ...) regions, pooled, tokens, mask, text pooled.
+
+    Tokens are padded to the longest caption of the *global* batch so all ranks' tensors gather.
+    """
+    share = len(images) // world
+    mine = slice(rank * share, (rank + 1) * share)
+    pad_to = int(fs.lengths()[captions].max())
+    return (*fs.image_batch(images[mine]), *fs.text_batch(captions[mine], pad_to=pad_to))
+
+
+# ----------------------------------------------------------------------------- loss
+
+def gather_encodings(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{name: (B/W, ...)} on each rank -> {name: (B, ...)} in rank order; gradients flow back to the owners."""
+    from torch.distributed.nn.functional import all_gather
+
+    out = {}
+    for name, t in enc.items():
+        if t.dtype == torch.bool:                 # collectives do not all take bool: send as bytes
+            out[name] = torch.cat(all_gather(t.to(torch.uint8))).bool()
+        else:
+            out[name] = torch.cat(all_gather(t))
+    return out
+
+
+class ContrastiveStep(nn.Module):
+    """Local share of a batch -> loss on the global (B, B) score matrix; the module DDP wraps."""
+
+    def __init__(self, model: models.RetrievalModel, loss: str, gather: bool = False):
+        super().__init__()
+        self.model, self.loss, self.gather = model, loss, gather
+
+    def forward(self, regions, pooled, tokens, mask, text_pooled) -> tuple[torch.Tensor, dict]:
+        """(b, R, C), (b, C), (b, T, D), (b, T), (b, D) local tensors -> total loss, {part: loss}."""
+        img = self.model.encode_images(regions, pooled)
+        txt = self.model.encode_texts(tokens, mask, text_pooled)
+        if self.gather:
+            img, txt = gather_encodings(img), gather_encodings(txt)
+        scores = self.model.score(img, txt)                               # (B, B), diagonal = pairs
+        if self.loss == "infonce":
+            retrieval = losses.info_nce(scores.float(), self.model.logit_scale)
+        else:
+            retrieval = losses.vse_triplet(scores.float(), margin=0.2)
+        extra = {k: v.float() for k, v in self.model.extra_losses(img, txt).items()}
+        return retrieval + sum(extra.values()), extra
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """0-based step -> multiplier of the base lr: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# ----------------------------------------------------------------------------- model and configs
+
+def model_overrides(cfg: TrainConfig, fs: FeatureSet) -> dict:
+    """ModelConfig overrides: the feature sizes of `fs`, then `cfg.model_overrides`; mismatches raise."""
+    sizes = {"image_dim": fs.regions.shape[-1], "text_dim": fs.tokens.shape[-1]}
+    for name, size in sizes.items():
+        if cfg.model_overrides.get(name, size) != size:
+            raise ValueError(f"model_overrides[{name!r}]={cfg.model_overrides[name]} but the features have "
+                             f"{size}; drop it from model_overrides (it is read from the features)")
+    known = {f.name for f in fields(models.ModelConfig)} - {"name"}
+    unknown = set(cfg.model_overrides) - known
+    if unknown:
+        raise ValueError(f"unknown model_overrides {sorted(unknown)}; ModelConfig fields are {sorted(known)}")
+    return {**sizes, **cfg.model_overrides}
+
+
+def make_model(cfg: TrainConfig, fs: FeatureSet) -> models.RetrievalModel:
+    """The untrained model of a run: seeded with cfg.seed, sized for the features of `fs`."""
+    seed_everything(cfg.seed)
+    model = models.build_model(cfg.model, **model_overrides(cfg, fs))
+    if cfg.loss == "vse":
+        model.logit_scale.requires_grad_(False)   # VSE++ has no temperature; DDP rejects unused parameters
+    return model
+
+
+def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:
+    """The sizes a run was trained and validated on (a run is only reused on the same sizes)."""
+    return {"train_images": train_fs.n_images, "train_captions": train_fs.n_captions,
+            "val_images": val_fs.n_images, "val_captions": val_fs.n_captions}
+
+
+def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Two config dicts -> ["field: saved X, asked Y", ...] for the fields that differ."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        if key in UNCHECKED_FIELDS or saved.get(key) == wanted.get(key):
+            continue
+        out.append(f"{prefix}{key}: saved {saved.get(key)!r}, asked {wanted.get(key)!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write `state` to `path` atomically: a temporary file in the same folder, then os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step", "history", "best",
+                   "train_config", "model_config", "data")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with torch.load(weights_only=True); a damaged file raises a RuntimeError naming it."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
+                           f"delete it (or its run folder {path.parent}) to train this run from scratch") from err
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} is not a training checkpoint (missing {missing}); "
+                           f"delete it (or its run folder {path.parent}) to train this run from scratch")
+    return state
+
+
+def load_model(run_dir: str | Path, which: str = "best") -> models.RetrievalModel:
+    """A run folder -> its model with the weights of `best.pt` (or `last.pt`), in eval mode on the CPU."""
+    state = load_checkpoint(Path(run_dir) / f"{which}.pt")
+    cfg = dict(state["model_config"])
+    model = models.build_model(cfg.pop("name"), **cfg)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_result(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainResult:
+    """A run folder -> TrainResult: best weights, the history and best epoch recorded in last.pt."""
+    run_dir = Path(run_dir)
+    last = load_checkpoint(run_dir / "last.pt")
+    if not (run_dir / "best.pt").exists():
+        raise FileNotFoundError(f"{run_dir / 'best.pt'} is missing although last.pt exists; "
+                                f"delete {run_dir} to train this run again")
+    return TrainResult(load_model(run_dir, "best").to(device), pd.DataFrame(last["history"]),
+                       dict(last["best"]), run_dir)
+
+
+def _write_for_humans(run_dir: Path, history: list[dict], configs: dict) -> None:
+    """history.csv and config.json beside the checkpoints (the checkpoints remain the truth)."""
+    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- distributed
+
+@dataclass
+class Distributed:
+    """Where this process stands: world size, rank, its device, and whether it set up the group."""
+
+    world: int
+    rank: int
+    device: torch.device
+    owns_group: bool = False
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def setup_distributed(device: str) -> Distributed:
+    """Read torchrun's WORLD_SIZE/RANK/LOCAL_RANK; with more than one process, join the group (gloo/nccl)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = get_device(device)
+    if world == 1:
+        return Distributed(1, 0, dev)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Distributed(dist.get_world_size(), dist.get_rank(), dev, owns)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def validate(model: models.RetrievalModel, val_fs: FeatureSet, device) -> dict:
+    """Recall@1/5/10 both ways and rsum (percent) of `model` on `val_fs`."""
+    table = metrics.recall_table(models.score_all(model, val_fs, device=device), val_fs.caption_image)
+    model.train()
+    return {k: table[k] for k in VAL_METRICS}
+
+
+def _train_epoch(step_fn: nn.Module, model, optimizer, scheduler, cfg: TrainConfig, fs: FeatureSet,
+                 epoch: int, step: int, ctx: Distributed, bar, on_step) -> tuple[dict, int]:
+    """One pass over the shuffled training images -> {train_loss, extra parts..., lr} means, last step."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and ctx.device.type == "cuda" \
+        else nullcontext()
+    sums, n, lr = {}, 0, 0.0
+    for images, captions in global_batches(*epoch_order(fs.caption_image, fs.n_images, cfg.seed, epoch),
+                                           cfg.batch_size):
+        batch = [t.to(ctx.device) for t in local_batch(fs, images, captions, ctx.rank, ctx.world)]
+        with autocast:
+            loss, parts = step_fn(*batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+        step, n = step + 1, n + 1
+        for k, v in {"train_loss": loss, **parts}.items():
+            sums[k] = sums.get(k, 0.0) + v.detach()
+        bar.update(1)
+        if not bar.disable:
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+        if on_step is not None:
+            on_step(step)
+    return {**{k: float(v) / n for k, v in sums.items()}, "lr": lr}, step
+
+
+def train(cfg: TrainConfig, train_fs: FeatureSet, val_fs: FeatureSet, run_dir: str | Path,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train (or resume, or reuse) the run in `run_dir`; -> best model, per-epoch history, best epoch.
+
+    `on_step(step)` is called after every optimiser step (1-based global step count).
+    """
+    ctx = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, train_fs, val_fs, Path(run_dir), on_step, ctx)
+    finally:
+        if ctx.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> TrainResult:
+    if cfg.batch_size % ctx.world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world} processes")
+    steps_per_epoch = train_fs.n_images // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {train_fs.n_images} training "
+                         "images; lower it")
+    model = make_model(cfg, train_fs).to(ctx.device)
+    configs = {"train_config": asdict(cfg), "model_config": model.config_dict(),
+               "data": data_summary(train_fs, val_fs)}
+    state = _resume_state(run_dir, configs)
+    if state is not None and state["epoch"] >= cfg.epochs:
+        return load_result(run_dir, ctx.device)          # finished earlier: reuse, no training
+
+    total = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_fraction * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    epoch, step, history, best = 0, 0, [], {"epoch": 0, "rsum": float("-inf")}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        epoch, step, history, best = state["epoch"], state["step"], list(state["history"]), dict(state["best"])
+
+    step_fn = ContrastiveStep(model, cfg.loss, gather=ctx.world > 1)
+    if ctx.world > 1:
+        step_fn = nn.parallel.DistributedDataParallel(
+            step_fn, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if ctx.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    model.train()
+    with tqdm(total=total, initial=step, disable=not cfg.progress or ctx.rank != 0,
+              desc=f"{cfg.model} {run_dir.name}") as bar:
+        for epoch in range(epoch + 1, cfg.epochs + 1):
+            start = time.perf_counter()
+            row, step = _train_epoch(step_fn, model, optimizer, scheduler, cfg, train_fs, epoch, step,
+                                     ctx, bar, on_step)
+            if ctx.rank == 0:
+                row = {"epoch": epoch, "step": step, **row, **validate(model, val_fs, ctx.device),
+                       "seconds": time.perf_counter() - start}
+                history.append(row)
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
+                         "step": step, "history": history, **configs}
+                if row["rsum"] > best["rsum"]:
+                    best = {"epoch": epoch, "rsum": row["rsum"]}
+                    save_checkpoint({**state, "best": best}, run_dir / "best.pt")   # best first: a kill
+                save_checkpoint({**state, "best": best}, run_dir / "last.pt")       # in between is harmless
+                _write_for_humans(run_dir, history, configs)
+            ctx.barrier()
+    return load_result(run_dir, ctx.device)
+
+
+def _resume_state(run_dir: Path, configs: dict) -> dict | None:
+    """run_dir/last.pt if it exists and was made with `configs`; None if absent; ValueError if it differs."""
+    path = run_dir / "last.pt"
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    diffs = [d for key in configs for d in config_differences(state[key], configs[key], f"{key}.")]
+    if diffs:
+        raise ValueError(f"{run_dir} already holds a run with another configuration: " + "; ".join(diffs)
+                         + f". Choose another run_dir, or delete {run_dir} to train this configuration there.")
+    return state
+
+
+# ----------------------------------------------------------------------------- command line
+
+SYNTHETIC_SHAPE = {"image_dim": 32, "text_dim": 24, "regions": 9}   # small enough for a CPU test
+
+
+def synthetic_split(n_images: int, val_fraction: float = 0.25, seed: int = 0,
+                    **shape) -> tuple[FeatureSet, FeatureSet]:
+    """A synthetic FeatureSet of `n_images` split into train and val images (the last `val_fraction`)."""
+    fs = synthetic_featureset(n_images=n_images, seed=seed, **{**SYNTHETIC_SHAPE, **shape})
+    n_val = max(1, round(val_fraction * n_images))
+    if n_val >= n_images:
+        raise ValueError(f"n_images={n_images} leaves no training images; use at least 2")
+    return fs.select_images(torch.arange(n_images - n_val)), fs.select_images(torch.arange(n_images - n_val, n_images))
+
+
+def main(argv: list[str] | None = None) -> TrainResult:
+    """`python -m helpers.train ...`: train one model on the course's features (or synthetic ones)."""
+    p = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=TrainConfig.model, choices=sorted(models.MODELS))
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="global batch")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--loss", default=TrainConfig.loss, choices=["infonce", "vse"])
+    p.add_argument("--seed", type=int, default=TrainConfig.seed)
+    p.add_argument("--device", default=TrainConfig.device)
+    p.add_argument("--model-overrides", type=json.loads, default={}, help='JSON, e.g. \'{"dim": 32}\'')
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--synthetic", type=int, metavar="N_IMAGES", help="train on N random images instead")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(model=a.model, model_overrides=a.model_overrides, epochs=a.epochs,
+                      batch_size=a.batch_size, lr=a.lr, loss=a.loss, seed=a.seed, device=a.device,
+                      amp=not a.no_amp, progress=not a.no_progress)
+    if a.synthetic:
+        train_fs, val_fs = synthetic_split(a.synthetic)
+    else:
+        from .features import load_course_features   # lazy: reads the feature cache
+        feats = load_course_features()
+        train_fs, val_fs = feats["train"], feats["val"]
+    result = train(cfg, train_fs, val_fs, a.run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.history.round(4).to_string(index=False))
+        print(f"best epoch {result.best['epoch']} (val rsum {result.best['rsum']:.1f}); "
+              f"checkpoints in {a.run_dir}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
