@@ -20,6 +20,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -69,7 +70,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """A trained model (best validation weights, eval mode), its per-epoch history, the best epoch."""
+    """A trained model (best validation weights, eval mode), its per-epoch history, the best epoch.
+
+    history columns: epoch (1-based), step (optimiser steps so far), train_loss (mean over the
+    epoch, extra losses included), one column per extra loss (e.g. difference, reconstruction),
+    lr (of the epoch's last step), the validation i2t/t2i_R@1/5/10 and rsum (percent), seconds.
+    """
 
     model: models.RetrievalModel
     history: pd.DataFrame
@@ -120,11 +126,13 @@ def gather_encodings(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     from torch.distributed.nn.functional import all_gather
 
     out = {}
-    for name, t in enc.items():
-        if t.dtype == torch.bool:                 # collectives do not all take bool: send as bytes
-            out[name] = torch.cat(all_gather(t.to(torch.uint8))).bool()
-        else:
-            out[name] = torch.cat(all_gather(t))
+    with warnings.catch_warnings():   # torch 2.14 marks it deprecated; its successor is private API
+        warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather", FutureWarning)
+        for name, t in enc.items():
+            if t.dtype == torch.bool:             # collectives do not all take bool: send as bytes
+                out[name] = torch.cat(all_gather(t.to(torch.uint8))).bool()
+            else:
+                out[name] = torch.cat(all_gather(t))
     return out
 
 
@@ -226,7 +234,8 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise
     except Exception as err:
-        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
+        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({reason}); "
                            f"delete it (or its run folder {path.parent}) to train this run from scratch") from err
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
@@ -315,13 +324,12 @@ def validate(model: models.RetrievalModel, val_fs: FeatureSet, device) -> dict:
 def _train_epoch(step_fn: nn.Module, model, optimizer, scheduler, cfg: TrainConfig, fs: FeatureSet,
                  epoch: int, step: int, ctx: Distributed, bar, on_step) -> tuple[dict, int]:
     """One pass over the shuffled training images -> {train_loss, extra parts..., lr} means, last step."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and ctx.device.type == "cuda" \
-        else nullcontext()
+    amp = cfg.amp and ctx.device.type == "cuda"
     sums, n, lr = {}, 0, 0.0
     for images, captions in global_batches(*epoch_order(fs.caption_image, fs.n_images, cfg.seed, epoch),
                                            cfg.batch_size):
         batch = [t.to(ctx.device) for t in local_batch(fs, images, captions, ctx.rank, ctx.world)]
-        with autocast:
+        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
             loss, parts = step_fn(*batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -356,59 +364,72 @@ def train(cfg: TrainConfig, train_fs: FeatureSet, val_fs: FeatureSet, run_dir: s
             dist.destroy_process_group()
 
 
+def make_optimizer(cfg: TrainConfig, model: nn.Module, total_steps: int):
+    """AdamW over all parameters and its per-step schedule: linear warm-up, then cosine decay to 0."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_fraction * total_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
+
+
+def _steps_per_epoch(cfg: TrainConfig, fs: FeatureSet, world: int) -> int:
+    """Full global batches per epoch; ValueError if the batch cannot be split or filled."""
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
+    if fs.n_images < cfg.batch_size:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {fs.n_images} training images; lower it")
+    return fs.n_images // cfg.batch_size
+
+
 def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> TrainResult:
-    if cfg.batch_size % ctx.world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world} processes")
-    steps_per_epoch = train_fs.n_images // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {train_fs.n_images} training "
-                         "images; lower it")
+    total = cfg.epochs * _steps_per_epoch(cfg, train_fs, ctx.world)
     model = make_model(cfg, train_fs).to(ctx.device)
     configs = {"train_config": asdict(cfg), "model_config": model.config_dict(),
                "data": data_summary(train_fs, val_fs)}
     state = _resume_state(run_dir, configs)
     if state is not None and state["epoch"] >= cfg.epochs:
         return load_result(run_dir, ctx.device)          # finished earlier: reuse, no training
-
-    total = cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = int(cfg.warmup_fraction * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
-    epoch, step, history, best = 0, 0, [], {"epoch": 0, "rsum": float("-inf")}
+    optimizer, scheduler = make_optimizer(cfg, model, total)
+    done, step, history, best = 0, 0, [], {"epoch": 0, "rsum": float("-inf")}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
-        epoch, step, history, best = state["epoch"], state["step"], list(state["history"]), dict(state["best"])
+        done, step, history, best = state["epoch"], state["step"], list(state["history"]), dict(state["best"])
 
     step_fn = ContrastiveStep(model, cfg.loss, gather=ctx.world > 1)
     if ctx.world > 1:
         step_fn = nn.parallel.DistributedDataParallel(
             step_fn, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    if ctx.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
     model.train()
     with tqdm(total=total, initial=step, disable=not cfg.progress or ctx.rank != 0,
               desc=f"{cfg.model} {run_dir.name}") as bar:
-        for epoch in range(epoch + 1, cfg.epochs + 1):
+        for epoch in range(done + 1, cfg.epochs + 1):
             start = time.perf_counter()
             row, step = _train_epoch(step_fn, model, optimizer, scheduler, cfg, train_fs, epoch, step,
                                      ctx, bar, on_step)
-            if ctx.rank == 0:
+            if ctx.rank == 0:                            # the others wait at the barrier
                 row = {"epoch": epoch, "step": step, **row, **validate(model, val_fs, ctx.device),
                        "seconds": time.perf_counter() - start}
                 history.append(row)
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
                          "step": step, "history": history, **configs}
-                if row["rsum"] > best["rsum"]:
-                    best = {"epoch": epoch, "rsum": row["rsum"]}
-                    save_checkpoint({**state, "best": best}, run_dir / "best.pt")   # best first: a kill
-                save_checkpoint({**state, "best": best}, run_dir / "last.pt")       # in between is harmless
-                _write_for_humans(run_dir, history, configs)
+                best = _save_epoch(run_dir, state, best)
             ctx.barrier()
     return load_result(run_dir, ctx.device)
+
+
+def _save_epoch(run_dir: Path, state: dict, best: dict) -> dict:
+    """Write best.pt (if val rsum improved), then last.pt, history.csv, config.json -> the new best."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    row = state["history"][-1]
+    if row["rsum"] > best["rsum"]:
+        best = {"epoch": row["epoch"], "rsum": row["rsum"]}
+        save_checkpoint({**state, "best": best}, run_dir / "best.pt")   # best first: a kill between the
+    save_checkpoint({**state, "best": best}, run_dir / "last.pt")       # two only repeats this epoch
+    _write_for_humans(run_dir, state["history"], {k: state[k] for k in ("train_config", "model_config", "data")})
+    return best
 
 
 def _resume_state(run_dir: Path, configs: dict) -> dict | None:

@@ -91,7 +91,9 @@ print(plots.credits_table(subset, [wide]).to_string())
 # The seed uses `bert-base-uncased`. Its weights cannot be downloaded here, so the course's default text model is **all-MiniLM-L6-v2**, which shares the *same* uncased WordPiece vocabulary; tokenization below is identical to BERT's. Watch for: word pieces (`##`), the special `[CLS]` and `[SEP]`, padding to the longest caption, and the **attention mask** that marks real tokens.
 
 # %%
-tokenizer = encoders.load_tokenizer()
+text_encoder, choice = encoders.load_text_encoder("auto")
+tokenizer = text_encoder.tokenizer
+print(choice.name, "·", type(tokenizer).__name__, "· vocabulary", tokenizer.vocab_size)
 batch = subset.captions_of(image_id)[:3]
 enc = tokenizer(batch, padding=True, return_tensors="pt")
 for ids, mask in zip(enc["input_ids"], enc["attention_mask"]):

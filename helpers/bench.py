@@ -1,0 +1,192 @@
+"""How much faster is the course's feature extraction than the seed's one-input-at-a-time loop?
+
+`python -m helpers.bench extract [--images 128] [--captions 1024] [--repeats 2] [--sweep]` runs, in
+one process and on the same inputs, the seed-style loop (one image: open, seed transform, forward;
+one caption: tokenize, forward) and the course's pipeline (batches, DataLoader workers decoding
+ahead, inference_mode, length-sorted caption batches). Each is run `repeats` times, alternating, and
+the fastest run counts, so a busy machine hurts both sides alike. `--sweep` also times the settings
+the pipeline could use (batch size, workers, channels_last, autocast) and prints them all.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from .config import get_device
+from .encoders import load_image_encoder, load_text_encoder, seed_transform
+from .features import default_num_workers, extract_image_features, extract_text_features
+
+
+@dataclass
+class ExtractSettings:
+    """The course pipeline's settings for one run of the bench (None = the library's defaults)."""
+
+    image_batch: int | None = None     # None: 16 on CPU, 128 on CUDA (as cached_image_features)
+    num_workers: int | None = None     # None: default_num_workers()
+    channels_last: bool | None = None  # None: CUDA only
+    amp: bool | None = None            # None: CUDA only (float16); on CPU True means bfloat16
+    text_batch: int = 128
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def seed_image_loop(subset, image_ids, encoder) -> None:
+    """The seed's way: for each image, open it, apply the seed transform, run the model on a batch of one."""
+    transform = seed_transform()
+    encoder.eval()
+    for image_id in image_ids:
+        x = transform(subset.load_image(image_id)).unsqueeze(0)
+        with torch.no_grad():
+            encoder(x)
+
+
+def seed_caption_loop(captions, encoder) -> None:
+    """The seed's way: for each caption, tokenize it and run the model on a batch of one (input_ids only)."""
+    encoder.eval()
+    for caption in captions:
+        ids = encoder.tokenizer(caption, return_tensors="pt", truncation=True,
+                                max_length=encoder.max_length)["input_ids"]
+        with torch.no_grad():
+            encoder.model(ids)
+
+
+def course_images(subset, image_ids, encoder, s: ExtractSettings, device: str = "cpu") -> None:
+    dev = get_device(device)
+    extract_image_features(subset, image_ids, encoder, seed_transform(),
+                           batch_size=s.image_batch or (128 if dev.type == "cuda" else 16),
+                           num_workers=s.num_workers, device=device, channels_last=s.channels_last,
+                           amp=s.amp, progress=False)
+
+
+def course_captions(captions, encoder, s: ExtractSettings, device: str = "cpu") -> None:
+    extract_text_features(captions, encoder, batch_size=s.text_batch, device=device, amp=s.amp, progress=False)
+
+
+def _warm_up(image_encoder, text_encoder) -> None:
+    """One small forward of each model, so one-off set-up costs are not charged to whichever runs first."""
+    with torch.no_grad():
+        image_encoder(torch.zeros(1, 3, 224, 224))
+        text_encoder.encode(["a warm-up caption"])
+
+
+def bench_extract(n_images: int = 128, n_captions: int = 1024, repeats: int = 2, subset=None,
+                  settings: ExtractSettings | None = None, image_encoder="auto", text_encoder="auto",
+                  verbose: bool = True) -> pd.DataFrame:
+    """Seed-style loop vs the course pipeline on the same inputs, on CPU -> one row per (modality, pipeline)."""
+    if subset is None:
+        from .data import load_subset
+
+        subset = load_subset()
+    settings = settings or ExtractSettings()
+    image_ids = subset.image_ids[:n_images]
+    captions = subset.captions.caption.tolist()[:n_captions]
+    ienc = load_image_encoder(image_encoder)[0] if isinstance(image_encoder, str) else image_encoder
+    tenc = load_text_encoder(text_encoder)[0] if isinstance(text_encoder, str) else text_encoder
+    _warm_up(ienc, tenc)
+    runs = {k: [] for k in ["images/seed", "images/course", "captions/seed", "captions/course"]}
+    for rep in range(repeats):
+        runs["images/seed"].append(_timed(lambda: seed_image_loop(subset, image_ids, ienc)))
+        runs["images/course"].append(_timed(lambda: course_images(subset, image_ids, ienc, settings)))
+        runs["captions/seed"].append(_timed(lambda: seed_caption_loop(captions, tenc)))
+        runs["captions/course"].append(_timed(lambda: course_captions(captions, tenc, settings)))
+        if verbose:
+            print(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()),
+                  flush=True)
+    workers = settings.num_workers if settings.num_workers is not None else default_num_workers()
+    rows = []
+    for modality, n, enc in [("images", len(image_ids), ienc.name), ("captions", len(captions), tenc.name)]:
+        seed_s, course_s = min(runs[f"{modality}/seed"]), min(runs[f"{modality}/course"])
+        how = (f"batch {settings.image_batch or 16}, {workers} worker(s), channels_last={bool(settings.channels_last)}, "
+               f"amp={bool(settings.amp)}") if modality == "images" else \
+            f"length-sorted batches of {settings.text_batch}, amp={bool(settings.amp)}"
+        rows.append({"modality": modality, "encoder": enc, "pipeline": "seed loop (one at a time)",
+                     "inputs": n, "seconds": round(seed_s, 2), "inputs_per_s": round(n / seed_s, 1),
+                     "speedup": 1.0})
+        rows.append({"modality": modality, "encoder": enc, "pipeline": f"course ({how})", "inputs": n,
+                     "seconds": round(course_s, 2), "inputs_per_s": round(n / course_s, 1),
+                     "speedup": round(seed_s / course_s, 2)})
+    return pd.DataFrame(rows)
+
+
+def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, device: str = "auto",
+                  verbose: bool = True) -> pd.DataFrame:
+    """Time the course pipeline under each candidate setting (on CUDA: batch sizes with mixed precision)."""
+    if subset is None:
+        from .data import load_subset
+
+        subset = load_subset()
+    dev = get_device(device)
+    image_ids = subset.image_ids[:n_images]
+    captions = subset.captions.caption.tolist()[:n_captions]
+    ienc, tenc = load_image_encoder()[0], load_text_encoder()[0]
+    _warm_up(ienc, tenc)
+    if dev.type == "cuda":
+        image_grid = [ExtractSettings(image_batch=b, amp=True, channels_last=True) for b in (32, 64, 128, 256)]
+        text_grid = [ExtractSettings(text_batch=b, amp=True) for b in (128, 256, 512)]
+    else:
+        image_grid = [ExtractSettings(image_batch=b, num_workers=w, channels_last=c, amp=a)
+                      for b, w, c, a in [(16, 1, False, False), (16, 1, True, False), (4, 1, True, False),
+                                         (64, 1, True, False), (16, 0, True, False), (16, 2, True, False),
+                                         (16, 1, True, True)]]
+        text_grid = [ExtractSettings(text_batch=b, amp=a) for b, a in [(32, False), (128, False), (512, False),
+                                                                     (128, True)]]
+    rows = []
+    for s in image_grid:
+        t = _timed(lambda: course_images(subset, image_ids, ienc, s, device))
+        rows.append({"modality": "images", "device": dev.type, "batch": s.image_batch,
+                     "workers": s.num_workers if s.num_workers is not None else default_num_workers(),
+                     "channels_last": s.channels_last, "amp": s.amp, "inputs_per_s": round(len(image_ids) / t, 1)})
+        if verbose:
+            print(rows[-1], flush=True)
+    for s in text_grid:
+        t = _timed(lambda: course_captions(captions, tenc, s, device))
+        rows.append({"modality": "captions", "device": dev.type, "batch": s.text_batch, "workers": 0,
+                     "channels_last": None, "amp": s.amp, "inputs_per_s": round(len(captions) / t, 1)})
+        if verbose:
+            print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("extract", help="seed loop vs course pipeline, images and captions")
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--captions", type=int, default=1024)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--image-batch", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--text-batch", type=int, default=128)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--sweep", action="store_true", help="also time each candidate setting (and CUDA if present)")
+    args = parser.parse_args(argv)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", 90)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
+    table = bench_extract(args.images, args.captions, args.repeats,
+                          settings=ExtractSettings(args.image_batch, args.workers, args.channels_last, args.amp,
+                                                   args.text_batch))
+    print(table.to_string(index=False))
+    if args.sweep:
+        print(sweep_extract(args.images, args.captions, device="cpu").to_string(index=False))
+        if torch.cuda.is_available():
+            cuda = sweep_extract(args.images, args.captions, device="cuda")
+            print(cuda.to_string(index=False))
+            best = cuda[cuda.modality == "images"].sort_values("inputs_per_s").iloc[-1]
+            print(f"CUDA, mixed precision: {best.inputs_per_s} images/s at batch {best.batch}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
