@@ -69,9 +69,10 @@ def test_resnet50_random_weights_shapes():
     with torch.no_grad():
         regions, pooled = enc(x)
         logits = enc.classify(pooled)
-        folded, _ = enc.inference_copy()(x)                  # BatchNorm folded into the convs: same output
+        fast = enc.inference_copy()
+        folded, _ = fast(x)                                  # BatchNorm folded into the convs: same output
     torch.testing.assert_close(folded, regions, atol=1e-3, rtol=1e-3)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.inference_copy().modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     assert regions.shape == (2, 49, 2048) and pooled.shape == (2, 2048) and logits.shape == (2, 1000)
     assert regions.dtype == pooled.dtype == torch.float32
     torch.testing.assert_close(pooled, regions.mean(1))

@@ -211,6 +211,7 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
     key = {"kind": "image", "backbone": "x"}
     features.save_cache(tmp_path / "a.safetensors", {"t": torch.ones(3)}, key)
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644   # readable like any other data file
 
     def crash(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")

@@ -8,10 +8,12 @@
 # %%
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging as hf_logging
 
 from helpers import data, encoders, features, seed, show_source
 
 torch.manual_seed(0)
+hf_logging.disable_progress_bar()      # no "Loading weights" bars in the outputs
 subset = data.load_subset()
 
 # %% [markdown]
