@@ -24,6 +24,16 @@ def coco_image(image_id: int) -> Path:
     pytest.skip(f"COCO image {image_id} not found (run `python -m helpers.data prepare`)")
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these models are small, and on a busy 2-core machine two threads wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def mobilenet():
     return load_image_encoder("mobilenet_v2")

@@ -53,6 +53,16 @@ class FolderSubset:
         return {"train": self.image_ids[:-3], "val": self.image_ids[-3:-2], "test": self.image_ids[-2:]}[name]
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these models are small, and on a busy 2-core machine two threads wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def subset(tmp_path_factory):
     return FolderSubset(tmp_path_factory.mktemp("subset"))
