@@ -72,10 +72,11 @@ def attention_maps(image, weights: torch.Tensor, words: list[str], grid: int = 7
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    vmax = float(weights.max())                          # one colour scale for all words
     for ax, w, word in zip(axes.flat, weights, words):
         ax.imshow(img)
         ax.imshow(w.reshape(grid, grid).numpy(), cmap="magma", alpha=0.55, extent=(0, 224, 224, 0),
-                  interpolation="nearest")
+                  interpolation="nearest", vmin=0, vmax=vmax)
         ax.set_title(f"'{word}'  max {w.max():.2f}", fontsize=9)
         for (x, y, bw, bh) in boxes or []:
             ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, color="cyan", lw=1.5))
