@@ -1,13 +1,15 @@
-"""`python -m helpers summary [--executed DIR]`: where the executed notebooks are and the results so far."""
+"""Command line: `python -m helpers reproduce [--seeds N] [--budget cpu|gpu]` and `python -m helpers summary`."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from .config import PATHS
+
 
 def summary(executed: Path | None) -> None:
-    """Print the executed notebooks and the course's headline measurements so far."""
+    """Print the executed notebooks and the course's headline results so far."""
     from . import data
 
     if executed is not None:
@@ -16,19 +18,32 @@ def summary(executed: Path | None) -> None:
             print(f"  {nb.name}")
     subset = data.load_subset()
     print(f"data: {data.verify()}")
-    split = {name: len(subset.split_ids(name)) for name in ("train", "val", "test")}
-    print(f"split (images): {split}")
     q = data.label_quality(data.mine_labels(subset.captions), data.instance_labels(subset)).loc["ALL (micro)"]
     print(f"caption-mined labels vs instance labels (258 images): precision {q.precision:.2f}, recall {q.recall:.2f}")
+    table = PATHS.results / "table.md"
+    if table.is_file():
+        print(f"\nresults ({table}):\n{table.read_text()}")
+    else:
+        print("no results yet: run `python -m helpers reproduce` (or notebook 06)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="headline results so far")
-    s.add_argument("--executed", type=Path)
+    s.add_argument("--executed", type=Path, help="folder of executed notebooks to list")
+    r = sub.add_parser("reproduce", help="prepare, extract, train every model with N seeds, evaluate, write results/")
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
+    r.add_argument("--models", nargs="+", default=None, help="subset of: dual joint decoupled decoupled_plus")
     args = parser.parse_args(argv)
-    summary(args.executed)
+    if args.command == "summary":
+        summary(args.executed)
+        return 0
+    from .reproduce import MODEL_NAMES, reproduce
+
+    table = reproduce(args.seeds, args.budget, tuple(args.models or MODEL_NAMES))
+    print(table.read_text())
     return 0
 
 

@@ -188,3 +188,18 @@ def verdict_kept(lo: float, hi: float, margin: float) -> str:
     if margin < 0:
         raise ValueError(f"margin is a tolerated loss in points and must be >= 0, got {margin}")
     return "supported" if lo > -margin else "not supported" if hi < -margin else "inconclusive"
+
+
+def model_interval(ranks_list, n_boot: int = 1000, seed: int = 0, ks=KS) -> pd.DataFrame:
+    """Per-seed [(img_rank, cap_rank), ...] of one model -> metrics x [mean, std, lo, hi].
+
+    mean and std (sample) over the seeds; lo/hi a 95% interval from a bootstrap that resamples the
+    test queries and the seeds together, as `paired_difference` does for a difference.
+    """
+    rng = np.random.default_rng(seed)
+    ii, cc = _resample(rng, n_boot, len(ranks_list[0][0]), len(ranks_list[0][1]))
+    point, boot = _seed_metrics(ranks_list, ii, cc, ks, rng)
+    per_seed = [recalls_from_ranks(i, c, ks) for i, c in ranks_list]
+    rows = {m: (point[m], float(np.std([p[m] for p in per_seed], ddof=1)) if len(per_seed) > 1 else np.nan,
+                *_interval(boot[m])) for m in point}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "std", "lo", "hi"])

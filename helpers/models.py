@@ -240,21 +240,24 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Score every image of a FeatureSet against every caption -> (N_img, N_cap) float32 on the CPU.
+def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | torch.device = "cpu",
+              image_rows: torch.Tensor | None = None, caption_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Score images against captions of a FeatureSet -> (N_img, N_cap) float32 on the CPU.
 
-    Images are encoded once; captions are encoded and scored in chunks of `chunk`, sorted by
-    length so each chunk pads little. Memory per chunk ~ chunk * N_img * T * R floats.
+    All images and all captions by default, or the given rows. Images are encoded once; captions are
+    encoded and scored in chunks of `chunk`, sorted by length so each chunk pads little. Memory per
+    chunk ~ chunk * N_img * T * R floats.
     """
     model.eval().to(device)
-    all_rows = torch.arange(features.n_images)
-    regions, pooled = features.image_batch(all_rows)
+    image_rows = torch.arange(features.n_images) if image_rows is None else torch.as_tensor(image_rows)
+    caption_rows = torch.arange(features.n_captions) if caption_rows is None else torch.as_tensor(caption_rows)
+    regions, pooled = features.image_batch(image_rows)
     img = model.encode_images(regions.to(device), pooled.to(device))
-    order = features.lengths().argsort()
-    out = torch.empty(features.n_images, features.n_captions)
+    order = features.lengths()[caption_rows].argsort()
+    out = torch.empty(len(image_rows), len(caption_rows))
     for start in range(0, len(order), chunk):
-        rows = order[start:start + chunk]
-        tokens, mask, tpooled = features.text_batch(rows)
+        cols = order[start:start + chunk]
+        tokens, mask, tpooled = features.text_batch(caption_rows[cols])
         txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
-        out[:, rows] = model.score(img, txt).float().cpu()
+        out[:, cols] = model.score(img, txt).float().cpu()
     return out

@@ -94,3 +94,32 @@ def training_curves(histories: dict[str, pd.DataFrame]):
     axes[1].set(title="validation rSum (250 images, 6 recalls summed)", ylabel="rSum (max 600)")
     fig.tight_layout()
     return fig
+
+
+def text_query(subset, caption: str, ranked_ids: list[int], correct_id: int, width: float = 2.6):
+    """One caption's top-k images, the correct one framed green (others red), each credited."""
+    fig, axes = plt.subplots(1, len(ranked_ids), figsize=(width * len(ranked_ids), width * 1.05))
+    for rank, (ax, i) in enumerate(zip(axes, ranked_ids), 1):
+        ax.imshow(subset.load_image(i).resize((224, 224)))
+        ax.set_xticks([]); ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_color("green" if i == correct_id else "red"); s.set_linewidth(4 if i == correct_id else 1)
+        ax.set_title(f"#{rank}" + (" ✓" if i == correct_id else ""), fontsize=9)
+        ax.set_xlabel(_credit(subset, i), fontsize=6)
+    fig.suptitle(textwrap.fill(f"query: “{caption}”", 100), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def rsum_with_intervals(results: pd.DataFrame, anchors: dict[str, float] | None = None):
+    """rSum per model (mean over seeds, 95% interval bars), with published anchors as dashed lines."""
+    r = results[results.metric == "rsum"].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(r.model, r["mean"], color=sns.color_palette()[: len(r)])
+    ax.errorbar(r.model, r["mean"], yerr=[r["mean"] - r.lo, r.hi - r["mean"]], fmt="none", color="black", capsize=6)
+    for k, (name, value) in enumerate((anchors or {}).items()):
+        ax.axhline(value, ls="--", color="grey")
+        ax.text(len(r) - 0.5, value + 4, f"{name}: {value}", ha="right", fontsize=8, color="dimgrey")
+    ax.set(ylabel="rSum on the 1K test (max 600)", title="retrieval, mean over seeds with 95% intervals")
+    fig.tight_layout()
+    return fig

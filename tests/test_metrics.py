@@ -210,3 +210,16 @@ def test_verdict_kept(lo, hi, expected):
 def test_verdict_rejects_a_non_positive_claim():
     with pytest.raises(ValueError, match="verdict_kept"):
         metrics.verdict(0.1, 0.5, claimed=0)
+
+
+def test_model_interval_matches_seed_mean_and_std():
+    import numpy as np
+    from helpers.metrics import model_interval
+    # seed A: all images rank 0, all captions rank 0 -> R@1 100; seed B: all rank 20 -> R@1 0
+    a = (np.zeros(10, dtype=int), np.zeros(50, dtype=int))
+    b = (np.full(10, 20), np.full(50, 20))
+    t = model_interval([a, b], n_boot=200)
+    assert t.loc["i2t_R@1", "mean"] == 50.0
+    assert t.loc["i2t_R@1", "std"] == pytest.approx(np.std([100, 0], ddof=1))
+    assert t.loc["i2t_R@1", "lo"] == 0.0 and t.loc["i2t_R@1", "hi"] == 100.0   # seeds resampled: all-A or all-B replicates
+    assert t.loc["rsum", "mean"] == 300.0

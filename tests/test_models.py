@@ -75,3 +75,11 @@ def test_decoupled_plus_has_its_own_losses(fs):
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model 'dul'; choose one of"):
         build_model("dul")
+
+
+def test_score_all_on_chosen_rows_equals_the_full_matrix(fs):
+    torch.manual_seed(0)
+    model = build_model("decoupled", **SMALL)
+    full = score_all(model, fs)
+    part = score_all(model, fs, image_rows=torch.tensor([4, 1]), caption_rows=torch.tensor([29, 0, 7]))
+    assert torch.allclose(part, full[[4, 1]][:, [29, 0, 7]], atol=1e-6)

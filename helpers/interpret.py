@@ -1,0 +1,233 @@
+"""Where does each word look? Word-over-region attention maps and the pointing game.
+
+The blog says decoupled attention gives "better interpretability". Attention maps are easy to
+show and easy to over-read, so this module also measures them: in the *pointing game* a word that
+names a COCO category (say "dog") scores a hit when its attention peak falls inside a box of that
+category in the image, and is compared with a uniform-attention baseline (a random cell).
+
+Geometry: the image was squashed to 224x224 before the CNN, so the 7x7 grid of regions (row-major:
+region r is row r // 7, column r % 7) spans the whole image whatever its aspect ratio, and cell
+(i, j) has its centre at x = (j + 0.5) / 7 * width, y = (i + 0.5) / 7 * height.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import NOT_AFTER, SYNONYMS, TWO_WORD, _plurals
+from .features import FeatureSet
+
+SPECIAL = ("[CLS]", "[SEP]", "[PAD]")
+
+
+# ------------------------------------------------------------------------------- tokens
+
+def load_tokenizer(name: str = "auto"):
+    """The tokenizer of the text encoder `load_course_features` uses (by default), without its model."""
+    from transformers import AutoTokenizer
+
+    from .encoders import load_text_encoder, resolve_text_model
+
+    choice = resolve_text_model(name)
+    if choice.weights_file is None:
+        return load_text_encoder(name)[0].tokenizer
+    return AutoTokenizer.from_pretrained(str(choice.weights_file.parent), local_files_only=True)
+
+
+def caption_tokens(tokenizer, caption: str) -> list[str]:
+    """A caption -> its word pieces as the text encoder saw them: [CLS] ... [SEP], truncated like the features."""
+    from .encoders import TEXT_MAX_LENGTH
+
+    ids = tokenizer(caption, truncation=True, max_length=TEXT_MAX_LENGTH)["input_ids"]
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+# ---------------------------------------------------------------------------- attention
+
+def _check_attention_model(model) -> None:
+    if not hasattr(model, "attn") or not hasattr(model.attn, "query"):
+        raise ValueError(f"{model.cfg.name} has no word -> region attention to look at; "
+                         "use 'decoupled', 'decoupled_plus' (or 'joint', whose words attend too)")
+
+
+@torch.inference_mode()
+def attention_maps(model, fs: FeatureSet, image_rows: torch.Tensor, caption_rows: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) image rows, (B,) caption rows -> (B, T, R) attention of each word over its image's regions
+    (heads averaged; rows of padded words are 0), (B, T) bool mask of real tokens.
+
+    Works for every model with a text -> image `attn` (decoupled, decoupled_plus, and joint's
+    word -> region direction)."""
+    _check_attention_model(model)
+    model.eval()
+    img = model.encode_images(*fs.image_batch(torch.as_tensor(image_rows)))
+    txt = model.encode_texts(*fs.text_batch(torch.as_tensor(caption_rows)))
+    _, weights = model.attn(txt["words"], img["regions"], text_mask=txt["mask"])       # (B, H, T, R)
+    return weights.mean(1), txt["mask"]
+
+
+def caption_text(subset, caption_id: int) -> str:
+    """A caption id -> its text."""
+    caps = subset.captions
+    return caps.caption[caps.caption_id == int(caption_id)].iloc[0]
+
+
+def word_attention(model, fs: FeatureSet, image_row: int, caption_row: int, subset=None, tokenizer=None
+                   ) -> tuple[torch.Tensor, list[str]]:
+    """One image and one caption -> (T, R) attention of each real token over the R regions, the T tokens."""
+    from .data import load_subset
+
+    subset = subset if subset is not None else load_subset()
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    tokens = caption_tokens(tokenizer, caption_text(subset, fs.caption_ids[caption_row]))
+    check_lengths(tokens, int(fs.lengths()[caption_row]), int(fs.caption_ids[caption_row]))
+    weights, _ = attention_maps(model, fs, torch.tensor([image_row]), torch.tensor([caption_row]))
+    return weights[0, : len(tokens)], tokens
+
+
+def check_lengths(tokens: list[str], stored: int, caption_id: int) -> None:
+    """Raise if the tokenizer's pieces do not line up with the stored features of a caption."""
+    if len(tokens) != stored:
+        raise ValueError(f"caption {caption_id}: the tokenizer gives {len(tokens)} tokens but the cached "
+                         f"features hold {stored}; the features were built with another text encoder. "
+                         "Pass the matching tokenizer (load_tokenizer(<its name>)).")
+
+
+def as_grid(weights: torch.Tensor) -> torch.Tensor:
+    """(..., R) weights over regions -> (..., h, w) on the image grid (row-major, R = h * w square)."""
+    side = math.isqrt(weights.shape[-1])
+    return weights.unflatten(-1, (side, side))
+
+
+# ---------------------------------------------------------------------- words -> categories
+
+def word_category_tables() -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """-> {word form: category} for one-word names (plurals included), {(previous, last word): category}
+    for two-word names such as ('traffic', 'lights') -> 'traffic light'."""
+    single, pairs = {}, {}
+    for cat, words in SYNONYMS.items():
+        phrases = [p for p in TWO_WORD if p in words]
+        for p in phrases:
+            first, last = p.rsplit(" ", 1)
+            pairs.update({(first, form): cat for form in _plurals(last)})
+        for w in words.split():
+            if not any(w in p.split() for p in phrases):
+                single.update({form: cat for form in _plurals(w)})
+    return single, pairs
+
+
+def token_categories(tokens: list[str], tables=None) -> list[str | None]:
+    """T word pieces -> T categories (None where a token names none).
+
+    A token counts only as a whole word: word pieces ('##s') and words split into pieces (a token
+    followed by a '##' piece) are skipped, as are [CLS]/[SEP]. A two-word name is matched on its last
+    word when the previous token is its first word ('traffic light' -> the token 'light'); a word
+    after its veto in `data.NOT_AFTER` names nothing ('hot dog' is food, not a dog; 'teddy bear' a toy).
+    """
+    single, pairs = tables or word_category_tables()
+    out = []
+    for t, tok in enumerate(tokens):
+        nxt = tokens[t + 1] if t + 1 < len(tokens) else ""
+        prev = tokens[t - 1] if t > 0 else ""
+        if tok in SPECIAL or tok.startswith("##") or nxt.startswith("##"):
+            out.append(None)
+            continue
+        cat = pairs.get((prev, tok)) or single.get(tok)
+        out.append(None if cat in NOT_AFTER and NOT_AFTER[cat] == prev else cat)
+    return out
+
+
+# ------------------------------------------------------------------------- pointing game
+
+def cell_centres(width: float, height: float, side: int = 7) -> np.ndarray:
+    """-> (side*side, 2) x, y of each grid cell's centre in image pixels, row-major like the regions."""
+    i, j = np.divmod(np.arange(side * side), side)
+    return np.stack([(j + 0.5) / side * width, (i + 0.5) / side * height], 1)
+
+
+def inside_any(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(P, 2) x, y points, (B, 4) COCO boxes (x, y, w, h) -> (P,) bool: inside at least one box (edges count)."""
+    p, b = np.asarray(points, float)[:, None, :], np.asarray(boxes, float).reshape(-1, 4)[None]
+    inside = (p[..., 0] >= b[..., 0]) & (p[..., 0] <= b[..., 0] + b[..., 2]) & \
+             (p[..., 1] >= b[..., 1]) & (p[..., 1] <= b[..., 1] + b[..., 3])
+    return inside.any(1)
+
+
+def category_boxes(subset, image_id: int) -> dict[str, np.ndarray]:
+    """An instance-labelled image -> {category name: (B, 4) boxes}, crowd boxes left out."""
+    inst = subset.instances
+    out: dict[str, list] = {}
+    for a in inst.imgToAnns[int(image_id)]:
+        if not a.get("iscrowd", 0):
+            out.setdefault(inst.cats[a["category_id"]]["name"], []).append(a["bbox"])
+    return {c: np.array(b, float) for c, b in out.items()}
+
+
+@torch.inference_mode()
+def pointing_game(model, fs: FeatureSet, subset, tokenizer=None, chunk: int = 256) -> pd.DataFrame:
+    """Every (caption, word) of fs's instance-labelled images where the word names a category boxed in
+    that image -> DataFrame: image_id, caption_id, word, category, hit (peak cell centre in a box of
+    the category), baseline (share of the cell centres in such a box: a uniformly random cell's hit rate),
+    centre_hit (whether the centre cell is in such a box: a second baseline, as objects sit near the middle).
+    """
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    tables = word_category_tables()
+    labelled = set(subset.instance_image_ids())
+    image_rows = [r for r, i in enumerate(fs.image_ids.tolist()) if i in labelled]
+    captions = torch.isin(fs.caption_image, torch.tensor(image_rows)).nonzero().squeeze(1)
+    text = subset.captions.set_index("caption_id").caption
+    side = math.isqrt(fs.regions.shape[1])
+    boxes, rows = {}, []
+    for part in captions.split(chunk):
+        weights, _ = attention_maps(model, fs, fs.caption_image[part], part)
+        peaks = weights.argmax(-1)                                                      # (B, T)
+        for b, row in enumerate(part.tolist()):
+            image_id, caption_id = int(fs.image_ids[fs.caption_image[row]]), int(fs.caption_ids[row])
+            tokens = caption_tokens(tokenizer, text[caption_id])
+            check_lengths(tokens, int(fs.lengths()[row]), caption_id)
+            if image_id not in boxes:
+                w, h = subset.images.loc[image_id, ["width", "height"]]
+                centres = cell_centres(w, h, side)
+                boxes[image_id] = {c: inside_any(centres, bx) for c, bx in category_boxes(subset, image_id).items()}
+            for t, cat in enumerate(token_categories(tokens, tables)):
+                if cat is None or cat not in boxes[image_id]:
+                    continue
+                inside = boxes[image_id][cat]                                           # (R,) cells in a box
+                peak = int(peaks[b, t])
+                rows.append({"image_id": image_id, "caption_id": caption_id, "word": tokens[t], "category": cat,
+                             "hit": bool(inside[peak]), "baseline": float(inside.mean()),
+                             "centre_hit": bool(inside[len(inside) // 2])})
+    return pd.DataFrame(rows, columns=["image_id", "caption_id", "word", "category", "hit", "baseline", "centre_hit"])
+
+
+def _clustered_interval(gap: np.ndarray, n: np.ndarray, idx: np.ndarray, level: float) -> tuple[float, float]:
+    """(I,) per-image summed gaps, (I,) case counts, (B, I) resampled image indices -> interval of the pooled mean."""
+    boots = gap[idx].sum(1) / n[idx].sum(1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def pointing_summary(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """`pointing_game` cases -> hit rate, baseline rate, difference (hit - baseline) with a bootstrap
+    interval (images resampled with replacement, an image's cases together), cases, images; with a
+    centre_hit column also centre_rate and vs_centre (hit - centre) with its interval."""
+    if df.empty:
+        raise ValueError("no pointing-game cases: no caption word names a category boxed in its image")
+    per = df.groupby("image_id").agg(hit=("hit", "sum"), baseline=("baseline", "sum"), n=("hit", "size"),
+                                     **({"centre": ("centre_hit", "sum")} if "centre_hit" in df else {}))
+    per = per.astype(float)
+    n, total = per.n.to_numpy(), per.n.sum()
+    idx = np.random.default_rng(seed).integers(0, len(per), (n_boot, len(per)))
+    gap = (per.hit - per.baseline).to_numpy()
+    lo, hi = _clustered_interval(gap, n, idx, level)
+    out = {"hit_rate": per.hit.sum() / total, "baseline_rate": per.baseline.sum() / total,
+           "difference": gap.sum() / total, "ci_low": lo, "ci_high": hi}
+    if "centre" in per:
+        gap = (per.hit - per.centre).to_numpy()
+        lo, hi = _clustered_interval(gap, n, idx, level)
+        out.update({"centre_rate": per.centre.sum() / total, "vs_centre": gap.sum() / total,
+                    "vs_centre_ci_low": lo, "vs_centre_ci_high": hi})
+    return {**out, "cases": int(total), "images": len(per)}

@@ -1,0 +1,282 @@
+"""Unimodal probes: what a trained model's image and caption vectors still say on their own.
+
+The blog claims decoupled attention keeps "unimodal performance". Here that is measured with one
+fixed protocol: a linear probe (standardise, one logistic regression per COCO category, mean
+average precision on the test split) on one vector per image and one per caption, for the raw
+frozen features and for each trained model. A second probe asks whether the two modalities stay
+apart at all (`modality_probe`), and `orthogonality` measures `decoupled_plus`'s shared/private split.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from .data import mine_labels
+from .features import FeatureSet
+from .models import DualEncoder, JointModel
+
+DROPPED = ("person",)   # captions name a person for 82% of the images: a near-constant target
+
+
+# ----------------------------------------------------------------------------- representations
+
+def one_caption_per_image(fs: FeatureSet, seed: int = 0) -> torch.Tensor:
+    """(N_img,) one caption row per image, drawn with a fixed seed (image order)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(fs.n_captions, generator=g)
+    best = torch.full((fs.n_images,), -1.0).scatter_reduce(0, fs.caption_image, noise, reduce="amax")
+    pick = torch.full((fs.n_images,), -1, dtype=torch.long)
+    hit = (noise == best[fs.caption_image]).nonzero().squeeze(1)
+    pick[fs.caption_image[hit]] = hit
+    return pick
+
+
+def caption_rows(fs: FeatureSet, captions="all", seed: int = 0) -> torch.Tensor:
+    """'all' | 'one' | rows -> the caption rows to represent: every caption, one per image (fixed seed), or those."""
+    if isinstance(captions, str):
+        if captions not in ("all", "one"):
+            raise ValueError(f"captions must be 'all', 'one' or a tensor of caption rows, got {captions!r}")
+        return torch.arange(fs.n_captions) if captions == "all" else one_caption_per_image(fs, seed)
+    return torch.as_tensor(captions, dtype=torch.long)
+
+
+def raw_representations(fs: FeatureSet, captions="all", seed: int = 0) -> dict[str, torch.Tensor]:
+    """-> image (N_img, C) pooled CNN features, text (N, D) mean token features of the captions at
+    caption_rows (N,) (see `caption_rows`)."""
+    rows = caption_rows(fs, captions, seed)
+    return {"image": fs.pooled.float(), "text": fs.text_pooled[rows].float(), "caption_rows": rows}
+
+
+def first_captions(fs: FeatureSet) -> torch.Tensor:
+    """(N_img,) row of each image's first caption (its lowest caption row)."""
+    first = torch.full((fs.n_images,), fs.n_captions, dtype=torch.long)
+    return first.scatter_reduce(0, fs.caption_image, torch.arange(fs.n_captions), reduce="amin")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) vectors, (B, T) bool mask -> (B, D) mean over the real positions."""
+    m = mask.float()
+    return torch.einsum("btd,bt->bd", x, m) / m.sum(1, keepdim=True)
+
+
+def joint_image_side(model, regions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """JointModel, (N, R, D) projected regions -> what its mixing reads of each image: mean, keys, values."""
+    return {"mean": regions.mean(1), "keys": model.attn.key(regions), "values": model.attn.value(regions)}
+
+
+def joint_mixed_pair(model, image_side: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`joint_image_side` of B images, encodings of their B captions (matched rows) -> (B, D) image_mix,
+    (B, D) text_mix.
+
+    The diagonal of `JointModel.score`'s mixing (image i with caption i only), written out again
+    here until the model offers it as a method: cosine(image_mix, text_mix) is score's diagonal.
+    """
+    words, mask = txt["words"], txt["mask"]
+    share = mask.float() / mask.sum(1, keepdim=True)                                   # (B, T)
+    affinity = model.attn.query(words) @ image_side["keys"].transpose(1, 2) / model.attn.temperature
+    alpha_bar = torch.einsum("btr,bt->br", affinity.softmax(-1), share)                # (B, R)
+    text_mix = masked_mean(words, mask) + torch.einsum("br,brd->bd", alpha_bar, image_side["values"])
+    beta = affinity.masked_fill(~mask[:, :, None], float("-inf")).softmax(1)           # over words
+    image_mix = image_side["mean"] + torch.einsum("bt,btd->bd", beta.mean(-1), model.text_value(words))
+    return image_mix, text_mix
+
+
+def padded_text_batch(fs: FeatureSet, rows: torch.Tensor, tokens: torch.Tensor | None = None):
+    """Like `FeatureSet.text_batch` ((B,) rows -> (B, T, D) tokens, (B, T) mask, (B, D) pooled) without a
+    Python loop; `tokens` is `fs.tokens` already as float32, when the caller converted it once."""
+    tokens = fs.tokens if tokens is None else tokens
+    lengths = fs.lengths()[rows]
+    steps = torch.arange(int(lengths.max()))
+    mask = steps[None, :] < lengths[:, None]
+    index = (fs.offsets[rows][:, None] + steps[None, :]).clamp(max=len(tokens) - 1)
+    return tokens[index].float() * mask[..., None], mask, fs.text_pooled[rows].float()
+
+
+def _own_vectors(enc: dict) -> torch.Tensor:
+    """Encodings of one modality (dual, decoupled, decoupled_plus) -> (B, D) one vector per row."""
+    if "emb" in enc:
+        return enc["emb"]
+    if "words" in enc:
+        return masked_mean(enc["words"], enc["mask"])
+    return enc["regions"].mean(1)
+
+
+@torch.inference_mode()
+def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256, captions="all",
+                    mixed: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """-> image (N_img, D), text (N, D) for the captions at caption_rows (N,): one vector per image and
+    per caption from a trained model (captions 'all', 'one' per image with `seed`, or rows).
+
+    dual: its normalised embeddings. decoupled / decoupled_plus: mean over regions and masked mean
+    over real words of the (shared) projections. joint: its *mixed* pooled vectors, which depend on
+    the pair, so each image is mixed with its own first caption and each caption with its own image
+    (`mixed=False`: joint's projections before mixing, like decoupled's).
+    """
+    model.eval().to(device)
+    dual, joint = isinstance(model, DualEncoder), isinstance(model, JointModel) and mixed
+    captions = caption_rows(fs, captions, seed)
+    tokens = None if dual else fs.tokens.float()          # converted once, not per batch
+
+    def images(rows):
+        if dual:                                          # dual reads only the pooled features
+            return model.encode_images(None, fs.pooled[rows].float().to(device))
+        return model.encode_images(*(t.to(device) for t in fs.image_batch(rows)))
+
+    def texts(rows):
+        if dual:
+            return model.encode_texts(None, None, fs.text_pooled[rows].float().to(device))
+        return model.encode_texts(*(t.to(device) for t in padded_text_batch(fs, rows, tokens)))
+
+    image, sides = [], []
+    for rows in torch.arange(fs.n_images).split(chunk):
+        img = images(rows)
+        if joint:
+            sides.append(joint_image_side(model, img["regions"]))      # mixed with captions below
+        else:
+            image.append(_own_vectors(img).float().cpu())
+    if joint:
+        side = {k: torch.cat([s[k] for s in sides]) for k in sides[0]}
+        firsts = first_captions(fs)
+        image = [joint_mixed_pair(model, {k: v[rows] for k, v in side.items()}, texts(firsts[rows]))[0].float().cpu()
+                 for rows in torch.arange(fs.n_images).split(chunk)]
+    text = torch.empty(len(captions), image[0].shape[1])
+    order = fs.lengths()[captions].argsort()              # similar lengths together: little padding
+    for pos in order.split(chunk):
+        rows = captions[pos]
+        txt = texts(rows)
+        if joint:
+            vec = joint_mixed_pair(model, {k: v[fs.caption_image[rows]] for k, v in side.items()}, txt)[1]
+        else:
+            vec = _own_vectors(txt)
+        text[pos] = vec.float().cpu()
+    return {"image": torch.cat(image), "text": text, "caption_rows": captions}
+
+
+# ----------------------------------------------------------------------------------- targets
+
+def category_targets(subset, train_fs: FeatureSet, test_fs: FeatureSet, min_positives: int = 20,
+                     min_test: int = 5) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """-> Y_train (N_train_img, K), Y_test (N_test_img, K) 0/1 caption-mined labels, K category names.
+
+    Labels are `data.mine_labels` of each image's five captions. A category is kept when it has at
+    least `min_positives` positive images in train and `min_test` in test; 'person' is dropped
+    because the captions name a person for 82% of the images (a near-constant target measures little).
+    """
+    labels = mine_labels(subset.captions)
+    y_train = labels.reindex(train_fs.image_ids.tolist()).fillna(0).astype(int)
+    y_test = labels.reindex(test_fs.image_ids.tolist()).fillna(0).astype(int)
+    keep = [c for c in labels.columns if c not in DROPPED and y_train[c].sum() >= min_positives
+            and y_test[c].sum() >= min_test]
+    return y_train[keep].to_numpy(), y_test[keep].to_numpy(), keep
+
+
+def text_targets(y_images: np.ndarray, fs: FeatureSet) -> np.ndarray:
+    """(N_img, K) image labels -> (N_cap, K): each caption gets its image's labels."""
+    return y_images[fs.caption_image.numpy()]
+
+
+# ------------------------------------------------------------------------------------- probes
+
+def _array(x) -> np.ndarray:
+    return x.detach().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+
+
+def linear_probe(X_train, Y_train, X_test, Y_test, C: float = 1.0, seed: int = 0,
+                 names: list[str] | None = None) -> dict:
+    """(N, D) vectors, (N, K) 0/1 targets for train and test -> {'mAP': float, 'per_category': DataFrame}.
+
+    Standardise (fit on train), one logistic regression per category, average precision per
+    category on test, mean over categories. The per-category table also shows each category's
+    test prevalence, which is the AP of a probe that ranks at random.
+    """
+    scaler = StandardScaler().fit(_array(X_train))
+    xtr, xte = scaler.transform(_array(X_train)), scaler.transform(_array(X_test))
+    Y_train, Y_test = np.asarray(Y_train), np.asarray(Y_test)
+    names = names or [str(k) for k in range(Y_train.shape[1])]
+    rows = []
+    with threadpool_limits(1):    # one BLAS thread: 10x faster for these small products on a busy 2-core CPU
+        for k, name in enumerate(names):
+            clf = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(xtr, Y_train[:, k])
+            ap = average_precision_score(Y_test[:, k], clf.decision_function(xte))
+            rows.append({"category": name, "AP": ap, "test_positives": int(Y_test[:, k].sum()),
+                         "prevalence": float(Y_test[:, k].mean())})
+    per = pd.DataFrame(rows).set_index("category")
+    return {"mAP": float(per.AP.mean()), "per_category": per}
+
+
+def probe_table(reps: dict[str, dict], train_fs: FeatureSet, test_fs: FeatureSet, y_train: np.ndarray,
+                y_test: np.ndarray, names: list[str] | None = None, C: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    """{name: {'train': reps, 'test': reps}} -> DataFrame (rows = names in order; image mAP, text mAP).
+
+    Each reps is a `representations` (or `raw_representations`) dict; a caption's targets are its
+    image's labels, taken at the dict's caption_rows.
+    """
+    rows = {}
+    for name, r in reps.items():
+        tr, te = r["train"], r["test"]
+        yt_tr = text_targets(y_train, train_fs)[tr["caption_rows"].numpy()]
+        yt_te = text_targets(y_test, test_fs)[te["caption_rows"].numpy()]
+        rows[name] = {"image mAP": linear_probe(tr["image"], y_train, te["image"], y_test, C, seed, names)["mAP"],
+                      "text mAP": linear_probe(tr["text"], yt_tr, te["text"], yt_te, C, seed, names)["mAP"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def modality_probe(image_train, text_train, image_test, text_test, seed: int = 0) -> float:
+    """(N, D) image and (M, D) text vectors per split -> test accuracy of "image or text?".
+
+    Each side is cut to the smaller count (rows drawn with a fixed seed), so chance is 0.5:
+    ~1.0 = the modalities stay separable (nothing mixed them), ~0.5 = indistinguishable.
+    """
+    rng = np.random.default_rng(seed)
+
+    def balanced(a, b):
+        a, b = _array(a), _array(b)
+        n = min(len(a), len(b))
+        a, b = a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]
+        return np.concatenate([a, b]), np.r_[np.zeros(n), np.ones(n)]
+
+    xtr, ytr = balanced(image_train, text_train)
+    xte, yte = balanced(image_test, text_test)
+    scaler = StandardScaler().fit(xtr)
+    with threadpool_limits(1):
+        clf = LogisticRegression(max_iter=1000, random_state=seed).fit(scaler.transform(xtr), ytr)
+        return float(clf.score(scaler.transform(xte), yte))
+
+
+# ------------------------------------------------------------------------------ orthogonality
+
+@torch.inference_mode()
+def orthogonality(model, fs: FeatureSet, chunk: int = 256, seed: int = 0) -> dict[str, float]:
+    """decoupled_plus on a FeatureSet -> mean |correlation| between shared and private dimensions.
+
+    Keys image, text (`DecoupledPlusModel.shared_private_correlation` on mean-pooled image vectors
+    and on every real word), and image_shuffled, text_shuffled: the same with the private rows
+    permuted, i.e. the value that unrelated vectors of this many samples give (not exactly 0).
+    """
+    model.eval()
+    s_img, p_img, s_txt, p_txt = [], [], [], []
+    for rows in torch.arange(fs.n_images).split(chunk):
+        img = model.encode_images(*fs.image_batch(rows))
+        s_img.append(img["regions"].mean(1))
+        p_img.append(img["private"].mean(1))
+    for rows in torch.arange(fs.n_captions).split(chunk):
+        txt = model.encode_texts(*fs.text_batch(rows))
+        s_txt.append(txt["words"][txt["mask"]])
+        p_txt.append(txt["private"][txt["mask"]])
+    s_img, p_img, s_txt, p_txt = map(torch.cat, (s_img, p_img, s_txt, p_txt))
+
+    def corr(si, pi, st, pt):     # pooled vectors as one "region" each, words as one-token captions
+        ones = torch.ones(len(st), 1, dtype=torch.bool)
+        return model.shared_private_correlation({"regions": si[:, None], "private": pi[:, None]},
+                                                {"words": st[:, None], "private": pt[:, None], "mask": ones})
+
+    g = torch.Generator().manual_seed(seed)
+    out = corr(s_img, p_img, s_txt, p_txt)
+    shuffled = corr(s_img, p_img[torch.randperm(len(p_img), generator=g)],
+                    s_txt, p_txt[torch.randperm(len(p_txt), generator=g)])
+    return {**out, **{f"{k}_shuffled": v for k, v in shuffled.items()}}
