@@ -183,6 +183,19 @@ class JointModel(RetrievalModel):
         return F.cosine_similarity(image_mix, text_mix.transpose(0, 1), dim=-1)          # (Ni, Nt)
 
 
+    def mixed_pair(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matched rows (image i with caption i) -> (B, D) image_mix, (B, D) text_mix: `score`'s diagonal."""
+        regions, words, mask = img["regions"], txt["words"], txt["mask"]
+        share = mask.float() / mask.sum(1, keepdim=True)                                 # (B, T)
+        affinity = self.attn.query(words) @ self.attn.key(regions).transpose(1, 2) / self.attn.temperature
+        alpha_bar = torch.einsum("btr,bt->br", affinity.softmax(-1), share)              # (B, R)
+        text_mix = torch.einsum("btd,bt->bd", words, share) + \
+            torch.einsum("br,brd->bd", alpha_bar, self.attn.value(regions))
+        beta = affinity.masked_fill(~mask[:, :, None], float("-inf")).softmax(1)         # over words
+        image_mix = regions.mean(1) + torch.einsum("bt,btd->bd", beta.mean(-1), self.text_value(words))
+        return image_mix, text_mix
+
+
 class DecoupledPlusModel(RetrievalModel):
     """Shared + private subspaces per modality; decoupled scoring on the shared parts."""
 

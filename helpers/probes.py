@@ -64,28 +64,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.einsum("btd,bt->bd", x, m) / m.sum(1, keepdim=True)
 
 
-def joint_image_side(model, regions: torch.Tensor) -> dict[str, torch.Tensor]:
-    """JointModel, (N, R, D) projected regions -> what its mixing reads of each image: mean, keys, values."""
-    return {"mean": regions.mean(1), "keys": model.attn.key(regions), "values": model.attn.value(regions)}
-
-
-def joint_mixed_pair(model, image_side: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """`joint_image_side` of B images, encodings of their B captions (matched rows) -> (B, D) image_mix,
-    (B, D) text_mix.
-
-    The diagonal of `JointModel.score`'s mixing (image i with caption i only), written out again
-    here until the model offers it as a method: cosine(image_mix, text_mix) is score's diagonal.
-    """
-    words, mask = txt["words"], txt["mask"]
-    share = mask.float() / mask.sum(1, keepdim=True)                                   # (B, T)
-    affinity = model.attn.query(words) @ image_side["keys"].transpose(1, 2) / model.attn.temperature
-    alpha_bar = torch.einsum("btr,bt->br", affinity.softmax(-1), share)                # (B, R)
-    text_mix = masked_mean(words, mask) + torch.einsum("br,brd->bd", alpha_bar, image_side["values"])
-    beta = affinity.masked_fill(~mask[:, :, None], float("-inf")).softmax(1)           # over words
-    image_mix = image_side["mean"] + torch.einsum("bt,btd->bd", beta.mean(-1), model.text_value(words))
-    return image_mix, text_mix
-
-
 def padded_text_batch(fs: FeatureSet, rows: torch.Tensor, tokens: torch.Tensor | None = None):
     """Like `FeatureSet.text_batch` ((B,) rows -> (B, T, D) tokens, (B, T) mask, (B, D) pooled) without a
     Python loop; `tokens` is `fs.tokens` already as float32, when the caller converted it once."""
@@ -132,17 +110,16 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
             return model.encode_texts(None, None, fs.text_pooled[rows].float().to(device))
         return model.encode_texts(*(t.to(device) for t in padded_text_batch(fs, rows, tokens)))
 
-    image, sides = [], []
+    image, regions = [], []
     for rows in torch.arange(fs.n_images).split(chunk):
         img = images(rows)
         if joint:
-            sides.append(joint_image_side(model, img["regions"]))      # mixed with captions below
+            regions.append(img["regions"])                 # mixed with captions below
         else:
             image.append(_own_vectors(img).float().cpu())
     if joint:
-        side = {k: torch.cat([s[k] for s in sides]) for k in sides[0]}
-        firsts = first_captions(fs)
-        image = [joint_mixed_pair(model, {k: v[rows] for k, v in side.items()}, texts(firsts[rows]))[0].float().cpu()
+        regions, firsts = torch.cat(regions), first_captions(fs)
+        image = [model.mixed_pair({"regions": regions[rows]}, texts(firsts[rows]))[0].float().cpu()
                  for rows in torch.arange(fs.n_images).split(chunk)]
     text = torch.empty(len(captions), image[0].shape[1])
     order = fs.lengths()[captions].argsort()              # similar lengths together: little padding
@@ -150,7 +127,7 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
         rows = captions[pos]
         txt = texts(rows)
         if joint:
-            vec = joint_mixed_pair(model, {k: v[fs.caption_image[rows]] for k, v in side.items()}, txt)[1]
+            vec = model.mixed_pair({"regions": regions[fs.caption_image[rows]]}, txt)[1]
         else:
             vec = _own_vectors(txt)
         text[pos] = vec.float().cpu()
