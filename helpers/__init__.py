@@ -3,7 +3,7 @@
 One module per course step: ``config`` (paths, device, seeds), ``data`` (the COCO subset),
 ``download`` (fetching it from the official servers), ``seed`` (the blog's code as written),
 ``encoders`` (image and text features), ``features`` (extraction and the feature cache), ``bench``, ``attention``,
-``models``, ``losses``, ``train``, ``metrics``, ``probes``, ``plots`` and ``reproduce``.
+``models``, ``losses``, ``train``, ``metrics``, ``probes``, ``interpret``, ``plots`` and ``reproduce``.
 """
 import inspect
 

@@ -54,16 +54,6 @@ class DecoupledAttention(nn.Module):
         attended = weights @ self.values(image)                                 # (B, H, T, d)
         return attended.transpose(1, 2).flatten(2), weights
 
-    def all_pairs(self, text: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor | None = None,
-                  image_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(Nt, T, Dt) captions, (Ni, R, Di) images -> (Nt, Ni, H, T, R) weights of every caption on every image."""
-        q = self._split(self.query(text))                                       # (Nt, H, T, d)
-        k = self._split(self.key(image))                                        # (Ni, H, R, d)
-        logits = torch.einsum("nhtd,mhrd->nmhtr", q, k) / self.temperature      # one GEMM, no broadcast copies
-        tm = None if text_mask is None else text_mask[:, None]                  # (Nt, 1, T)
-        im = None if image_mask is None else image_mask[None]                   # (1, Ni, R)
-        return self._softmax(logits, tm, im)
-
     @staticmethod
     def _softmax(logits, text_mask, image_mask):
         """Softmax over regions; masked regions get weight 0, padded words get all-zero weights."""

@@ -10,7 +10,6 @@ call is made; otherwise a backbone asked for *by name* may be downloaded.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 from torchvision import models, transforms
+
+from .download import md5sum
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,11 +48,8 @@ def offline() -> bool:
 
 @lru_cache(maxsize=32)
 def _md5(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    """md5 of a weights file, memoised per (path, size, mtime)."""
+    return md5sum(Path(path))
 
 
 def file_identity(path: Path | None) -> dict:

@@ -56,13 +56,10 @@ class FeatureSet:
         distributed step pad to the same T so their tensors can be gathered).
         """
         lengths = self.lengths()[rows]
-        T = int(lengths.max()) if pad_to is None else pad_to
-        out = torch.zeros(len(rows), T, self.tokens.shape[1])
-        mask = torch.arange(T)[None, :] < lengths[:, None]
-        for i, r in enumerate(rows.tolist()):
-            seg = self.tokens[self.offsets[r] : self.offsets[r + 1]]
-            out[i, : len(seg)] = seg.float()
-        return out, mask, self.text_pooled[rows].float()
+        steps = torch.arange(int(lengths.max()) if pad_to is None else pad_to)
+        mask = steps[None, :] < lengths[:, None]                                    # (B, T)
+        index = (self.offsets[rows][:, None] + steps[None, :]).clamp(max=len(self.tokens) - 1)
+        return self.tokens[index].float() * mask[..., None], mask, self.text_pooled[rows].float()
 
     def select_images(self, rows: torch.Tensor) -> "FeatureSet":
         """Keep the images at `rows` (and all their captions); captions re-indexed to the new rows."""

@@ -94,23 +94,30 @@ class DualEncoder(RetrievalModel):
         return img["emb"] @ txt["emb"].t()
 
 
-class DecoupledModel(RetrievalModel):
-    """Text -> image attention only; score = mean over words of cos(word, attended image vector)."""
+class WordRegionModel(RetrievalModel):
+    """Shared by `decoupled` and `joint`: regions (B, R, C) and words (B, T, Dt) projected to (·, dim)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.image_proj = _proj(cfg.image_dim, cfg.dim)
         self.text_proj = _proj(cfg.text_dim, cfg.dim)
-        if cfg.attention == "seed":
-            self.attn = DecoupledAttention.seed_faithful(cfg.dim)
-        else:
-            self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, cfg.use_value)
 
     def encode_images(self, regions, pooled):
         return {"regions": self.image_proj(regions)}
 
     def encode_texts(self, tokens, mask, pooled):
         return {"words": self.text_proj(tokens), "mask": mask}
+
+
+class DecoupledModel(WordRegionModel):
+    """Text -> image attention only; score = mean over words of their similarity to what they attended to."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        if cfg.attention == "seed":
+            self.attn = DecoupledAttention.seed_faithful(cfg.dim)
+        else:
+            self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, cfg.use_value)
 
     def score(self, img, txt):
         return word_region_scores(self.attn, txt["words"], txt["mask"], img["regions"],
@@ -144,7 +151,7 @@ def word_region_scores(attn: DecoupledAttention, words: torch.Tensor, mask: torc
     return (total * m[..., None]).sum(1) / m.sum(1, keepdim=True)
 
 
-class JointModel(RetrievalModel):
+class JointModel(WordRegionModel):
     """Co-attention both ways with residual mixing: words += attended regions, regions += attended words.
 
     One affinity matrix A = q(words)·k(regions)ᵀ/τ serves both directions (softmax over regions for
@@ -154,16 +161,8 @@ class JointModel(RetrievalModel):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.image_proj = _proj(cfg.image_dim, cfg.dim)
-        self.text_proj = _proj(cfg.text_dim, cfg.dim)
         self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, heads=1, use_value=True)   # words -> regions
         self.text_value = nn.Linear(cfg.dim, cfg.dim)                                          # regions -> words
-
-    def encode_images(self, regions, pooled):
-        return {"regions": self.image_proj(regions)}
-
-    def encode_texts(self, tokens, mask, pooled):
-        return {"words": self.text_proj(tokens), "mask": mask}
 
     def score(self, img, txt):
         words, mask, regions = txt["words"], txt["mask"], img["regions"]

@@ -64,17 +64,6 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.einsum("btd,bt->bd", x, m) / m.sum(1, keepdim=True)
 
 
-def padded_text_batch(fs: FeatureSet, rows: torch.Tensor, tokens: torch.Tensor | None = None):
-    """Like `FeatureSet.text_batch` ((B,) rows -> (B, T, D) tokens, (B, T) mask, (B, D) pooled) without a
-    Python loop; `tokens` is `fs.tokens` already as float32, when the caller converted it once."""
-    tokens = fs.tokens if tokens is None else tokens
-    lengths = fs.lengths()[rows]
-    steps = torch.arange(int(lengths.max()))
-    mask = steps[None, :] < lengths[:, None]
-    index = (fs.offsets[rows][:, None] + steps[None, :]).clamp(max=len(tokens) - 1)
-    return tokens[index].float() * mask[..., None], mask, fs.text_pooled[rows].float()
-
-
 def _own_vectors(enc: dict) -> torch.Tensor:
     """Encodings of one modality (dual, decoupled, decoupled_plus) -> (B, D) one vector per row."""
     if "emb" in enc:
@@ -98,7 +87,6 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
     model.eval().to(device)
     dual, joint = isinstance(model, DualEncoder), isinstance(model, JointModel) and mixed
     captions = caption_rows(fs, captions, seed)
-    tokens = None if dual else fs.tokens.float()          # converted once, not per batch
 
     def images(rows):
         if dual:                                          # dual reads only the pooled features
@@ -108,7 +96,7 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
     def texts(rows):
         if dual:
             return model.encode_texts(None, None, fs.text_pooled[rows].float().to(device))
-        return model.encode_texts(*(t.to(device) for t in padded_text_batch(fs, rows, tokens)))
+        return model.encode_texts(*(t.to(device) for t in fs.text_batch(rows)))
 
     image, regions = [], []
     for rows in torch.arange(fs.n_images).split(chunk):

@@ -159,7 +159,8 @@ def load_runs(name: str, budget: str = "cpu", seeds=(0, 1, 2)) -> list:
 
 def probe_results(feats, subset, budget: str = "cpu", seeds=(0, 1, 2), model_names=MODEL_NAMES) -> pd.DataFrame:
     """Linear-probe mAP (caption-mined categories) of the raw features and of each model's image and
-    text sides (one caption per image), per seed -> DataFrame: representation, seed, image mAP, text mAP.
+    text sides (one caption per image), and the modality-probe accuracy (1.0 = image and text vectors
+    separable, 0.5 = mixed), per seed -> DataFrame: representation, seed, image mAP, text mAP, modality probe.
 
     `joint` appears twice: its mixed vectors (what it matches with, text content included) and its
     vectors before mixing; only the latter say what its image side keeps on its own.
@@ -170,9 +171,11 @@ def probe_results(feats, subset, budget: str = "cpu", seeds=(0, 1, 2), model_nam
     y_train, y_test, names = probes.category_targets(subset, train_fs, test_fs)
 
     def probe(name, reps_of, seed):
-        reps = {name: {"train": reps_of(train_fs), "test": reps_of(test_fs)}}
-        t = probes.probe_table(reps, train_fs, test_fs, y_train, y_test, names).assign(seed=seed)
-        return t.rename_axis("representation").reset_index()
+        tr, te = reps_of(train_fs), reps_of(test_fs)                 # computed once, used by both probes
+        t = probes.probe_table({name: {"train": tr, "test": te}}, train_fs, test_fs, y_train, y_test, names)
+        if seed >= 0:                                                 # raw features differ in width: no modality probe
+            t["modality probe"] = probes.modality_probe(tr["image"], tr["text"], te["image"], te["text"])
+        return t.assign(seed=seed).rename_axis("representation").reset_index()
 
     rows = [probe("raw features", lambda fs: probes.raw_representations(fs, captions="one"), -1)]
     for name in model_names:
@@ -197,20 +200,6 @@ def kept_table(probe_df: pd.DataFrame, margin: float = KEPT_MARGIN) -> pd.DataFr
                          "model mAP": 100 * g[side].mean(),
                          "change": s["mean"], "lo": s["lo"], "hi": s["hi"],
                          "verdict (kept)": metrics.verdict_kept(s["lo"], s["hi"], margin)})
-    return pd.DataFrame(rows)
-
-
-def mixing_results(feats, budget: str = "cpu", seeds=(0, 1, 2), model_names=MODEL_NAMES) -> pd.DataFrame:
-    """Modality-probe accuracy per model and seed (1.0 = image and text vectors separable, 0.5 = mixed)."""
-    from . import probes
-
-    rows = []
-    for name in model_names:
-        for s, model in zip(seeds, load_runs(name, budget, seeds)):
-            tr = probes.representations(model, feats["train"], captions="one")
-            te = probes.representations(model, feats["test"], captions="one")
-            rows.append({"model": name, "seed": s,
-                         "modality probe accuracy": probes.modality_probe(tr["image"], tr["text"], te["image"], te["text"])})
     return pd.DataFrame(rows)
 
 

@@ -83,3 +83,13 @@ def test_score_all_on_chosen_rows_equals_the_full_matrix(fs):
     full = score_all(model, fs)
     part = score_all(model, fs, image_rows=torch.tensor([4, 1]), caption_rows=torch.tensor([29, 0, 7]))
     assert torch.allclose(part, full[[4, 1]][:, [29, 0, 7]], atol=1e-6)
+
+
+def test_text_batch_unpacks_each_caption_and_zero_pads(fs):
+    rows = torch.tensor([4, 0, 17])
+    tokens, mask, pooled = fs.text_batch(rows, pad_to=int(fs.lengths().max()) + 2)
+    for i, r in enumerate(rows.tolist()):
+        n = int(fs.lengths()[r])
+        assert torch.equal(tokens[i, :n], fs.tokens[fs.offsets[r]:fs.offsets[r + 1]].float())
+        assert torch.all(tokens[i, n:] == 0) and mask[i].sum() == n and not mask[i, n:].any()
+    assert torch.equal(pooled, fs.text_pooled[rows].float())

@@ -81,11 +81,6 @@ def test_joint_mixed_vectors_reproduce_the_score_diagonal(fs):
     assert not torch.allclose(unmixed["image"], reps["image"], atol=1e-3)
 
 
-def test_padded_text_batch_equals_text_batch(fs):
-    rows = torch.tensor([4, 0, 17])
-    for a, b in zip(probes.padded_text_batch(fs, rows), fs.text_batch(rows)):
-        assert torch.equal(a, b)
-
 
 def test_one_caption_per_image_is_fixed_and_belongs_to_the_image(fs):
     pick = probes.one_caption_per_image(fs, seed=3)
