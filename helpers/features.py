@@ -32,6 +32,7 @@ class FeatureSet:
     tokens: torch.Tensor         # (N_tok, D) float16, packed token features
     offsets: torch.Tensor        # (N_cap + 1,) long, caption k is tokens[offsets[k]:offsets[k+1]]
     text_pooled: torch.Tensor    # (N_cap, D) float16, mean of each caption's token features
+    source: str = ""             # fingerprint of the features it was cut from ("" when made up)
 
     @property
     def n_images(self) -> int:
@@ -79,6 +80,7 @@ class FeatureSet:
             tokens=self.tokens[token_rows],
             offsets=torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
             text_pooled=self.text_pooled[keep],
+            source=self.source,
         )
 
 
@@ -113,10 +115,10 @@ def synthetic_featureset(n_images: int = 32, captions_per_image: int = 5, region
 
 # ------------------------------------------------------------------------------ batched extraction
 #
-# The seed extracts one input at a time. The course's pipeline batches, decodes JPEGs in DataLoader
-# worker processes while the model runs, skips autograd (inference_mode), sorts captions by length
-# so a batch carries little padding, and stores float16. `python -m helpers.bench extract` times
-# both on the same inputs.
+# The seed extracts one input at a time. The course's pipeline batches, runs the CNN on CPU as one
+# fused oneDNN Graph (on CUDA: pinned memory, non-blocking copies, float16 autocast), skips autograd
+# (inference_mode), sorts captions by length so a batch carries little padding, and stores float16.
+# `python -m helpers.bench extract` times both on the same inputs.
 
 CACHE_FORMAT = 1    # bump when the layout of the cache files changes: every old file becomes stale
 
@@ -138,9 +140,9 @@ def default_num_workers(device: str | torch.device = "cpu") -> int:
     """DataLoader workers that decode JPEGs while the model runs.
 
     On CUDA the CPU is free: up to 8, one core left for the main process. On CPU the model already
-    uses every core; one decoding process (about 500 images/s) is plenty, and on 2 cores even that
-    competes with the model (`python -m helpers.bench extract --sweep`: 0 workers 92 images/s,
-    1 worker 74, 2 workers 62), so none there.
+    uses every core, and on 2 cores a decoding process competes with it (`python -m helpers.bench
+    extract --sweep`, graph, batch 8: 0 workers 176 images/s, 1 worker 126, 2 workers 122), so none
+    there and one above.
     """
     cores = os.cpu_count() or 1
     if torch.device(device).type == "cuda":
@@ -148,50 +150,95 @@ def default_num_workers(device: str | torch.device = "cpu") -> int:
     return 0 if cores <= 2 else 1
 
 
+def _amp_on(device: torch.device, amp: bool | None) -> bool:
+    """Autocast by default on CUDA only: on CPU it means bfloat16, which loses precision."""
+    return (device.type == "cuda") if amp is None else amp
+
+
 def _amp_context(device: torch.device, amp: bool | None):
-    """float16 autocast on CUDA (by default); on CPU only when asked (bfloat16), as it loses precision."""
-    use = (device.type == "cuda") if amp is None else amp
-    if not use:
+    """float16 autocast on CUDA (by default); on CPU only when asked (bfloat16)."""
+    if not _amp_on(device, amp):
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
+def use_graph(device: torch.device, amp: bool | None, graph: bool | None = None) -> bool:
+    """Whether image extraction runs the CNN as a fused oneDNN Graph: by default on CPU in float32.
+
+    Not on CUDA (cuDNN already fuses what matters there) nor under autocast (the trace is float32).
+    """
+    possible = device.type == "cpu" and not _amp_on(device, amp) and torch.backends.mkldnn.is_available()
+    return possible if graph is None else (graph and possible)
+
+
 def default_image_batch(device: str | torch.device = "cpu") -> int:
-    """Images per batch: 16 on CPU (8-16 fastest for MobileNetV2 on 2 cores; 64 is 2x slower), 128 on CUDA."""
-    return 128 if torch.device(device).type == "cuda" else 16
+    """Images per batch: 8 on CPU (4-16 are equally fast for MobileNetV2 on 2 cores, 32-64 slower,
+    and a small batch traces faster), 128 on CUDA."""
+    return 128 if torch.device(device).type == "cuda" else 8
+
+
+def _pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, ...) -> (size, ...) with zero rows appended, so a fixed-shape graph can run the last batch."""
+    return x if len(x) == size else torch.cat([x, x.new_zeros(size - len(x), *x.shape[1:])])
 
 
 def extract_image_features(subset, image_ids: list[int], encoder, transform, batch_size: int | None = None,
                            num_workers: int | None = None, device: str = "auto", channels_last: bool = True,
-                           amp: bool | None = None, fuse_bn: bool = True, progress: bool = True
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+                           amp: bool | None = None, fuse_bn: bool = True, graph: bool | None = None,
+                           progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """N image ids -> (N, R, C) float16 regions, (N, C) float16 pooled, in the order of `image_ids`.
 
-    Measured on the course's 2-core CPU (`helpers.bench`, MobileNetV2): channels_last memory ~2x,
-    BatchNorm folded into the convs ~1.2-1.7x more, both exact up to rounding; batches of 4-16 beat
-    64. bfloat16 autocast (`amp=True`) is faster again on CPUs with AMX but moves some regions far
-    (cosine down to 0.75), so on CPU it is off unless asked; on CUDA float16 autocast is on by default.
+    On CPU the CNN runs as a oneDNN Graph (`ImageEncoder.graph_copy`, built once per encoder and
+    input shape; the last batch is zero-padded to the full size): 176 images/s on the 2-core CPU
+    against 104 for the fastest eager setting (`python -m helpers.bench extract --sweep`). With
+    `graph=False`, eager kernels with BatchNorm folded into the convs (`fuse_bn`) and channels-last
+    memory, both exact up to rounding. bfloat16 autocast on CPU (`amp=True`) is faster on AMX CPUs but
+    moves some regions far (cosine down to 0.75), so it is off unless asked; on CUDA float16 is on.
     """
     dev = get_device(device)
     cuda = dev.type == "cuda"
     batch_size = batch_size or default_image_batch(dev)
     num_workers = default_num_workers(dev) if num_workers is None else num_workers
+    graph = use_graph(dev, amp, graph)
     loader = DataLoader(ImageDataset(subset, image_ids, transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, pin_memory=cuda, persistent_workers=False,
                         prefetch_factor=4 if num_workers else None)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    encoder = (encoder.inference_copy() if fuse_bn and hasattr(encoder, "inference_copy") else encoder).eval()
-    encoder.to(dev, memory_format=fmt)
+    if not graph:
+        encoder = (encoder.inference_copy() if fuse_bn and hasattr(encoder, "inference_copy") else encoder).eval()
+        encoder.to(dev, memory_format=fmt)
     regions, pooled = [], []
     with torch.inference_mode(), _amp_context(dev, amp):
         for x in tqdm(loader, desc=f"images ({getattr(encoder, 'name', 'encoder')})", unit="batch",
                       disable=not progress, leave=False):
-            r, p = encoder(x.to(dev, non_blocking=cuda).contiguous(memory_format=fmt))
-            regions.append(r.to("cpu", torch.float16))
-            pooled.append(p.to("cpu", torch.float16))
+            n = len(x)
+            x = x.to(dev, non_blocking=cuda).contiguous(memory_format=fmt)
+            if graph:
+                x = _pad_batch(x, batch_size)
+                r, p = _graph_of(encoder, x)(x)
+            else:
+                r, p = encoder(x)
+            regions.append(r[:n].to("cpu", torch.float16))
+            pooled.append(p[:n].to("cpu", torch.float16))
     if not regions:
         return torch.zeros(0, 0, 0, dtype=torch.float16), torch.zeros(0, 0, dtype=torch.float16)
     return torch.cat(regions), torch.cat(pooled)
+
+
+def _graph_of(encoder, x: torch.Tensor):
+    """The (frozen) encoder's oneDNN Graph copy for inputs shaped and laid out like `x`, built on first
+    use and kept on the encoder, so repeated extractions (the bench, a notebook) pay the 2-3 s once.
+    Where tracing fails (a torch without TorchScript, an encoder it cannot trace): a warning, then eager."""
+    graphs = encoder.__dict__.setdefault("_graphs", {})
+    key = (tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last), x.dtype)
+    if key not in graphs:
+        try:
+            graphs[key] = encoder.graph_copy(x)
+        except Exception as e:  # noqa: BLE001 - any failure here only costs speed
+            warnings.warn(f"could not build a oneDNN Graph of {getattr(encoder, 'name', 'the encoder')} "
+                          f"({type(e).__name__}: {e}); extracting with eager kernels instead", stacklevel=3)
+            graphs[key] = encoder
+    return graphs[key]
 
 
 def pack(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,18 +300,19 @@ def _digest(obj) -> str:
 
 
 def _compute_dtype(device: torch.device, amp: bool | None) -> str:
-    use = (device.type == "cuda") if amp is None else amp
-    return "float32" if not use else ("autocast-float16" if device.type == "cuda" else "autocast-bfloat16")
+    return "float32" if not _amp_on(device, amp) else ("autocast-float16" if device.type == "cuda" else "autocast-bfloat16")
 
 
-def image_cache_key(choice, transform, image_ids: list[int], compute_dtype: str = "float32") -> dict:
-    """Everything the image features depend on: backbone, weights file (name, size, md5), transform, ids, dtypes."""
+def image_cache_key(choice, transform, image_ids: list[int], compute_dtype: str = "float32",
+                    kernels: str = "eager") -> dict:
+    """Everything the image features depend on: backbone, weights file (name, size, md5), transform, ids,
+    dtypes, and the kernels ('onednn-graph' or 'eager': equal up to rounding, but not bit for bit)."""
     from .encoders import file_identity
 
     return {"format": CACHE_FORMAT, "kind": "image", "backbone": choice.name,
             "weights": file_identity(choice.weights_file), "transform": repr(transform),
             "ids_sha256": _digest([int(i) for i in image_ids]), "n": len(image_ids),
-            "compute_dtype": compute_dtype, "dtype": "float16"}
+            "compute_dtype": compute_dtype, "kernels": kernels, "dtype": "float16"}
 
 
 def text_cache_key(choice, captions: list[str], max_length: int, compute_dtype: str = "float32") -> dict:
@@ -364,7 +412,7 @@ def _check_text(n: int, dim: int | None):
 
 def cached_image_features(subset, image_ids: list[int], encoder="auto", transform=None, *,
                           batch_size: int | None = None, num_workers: int | None = None, device: str = "auto",
-                          channels_last: bool = True, amp: bool | None = None,
+                          channels_last: bool = True, amp: bool | None = None, graph: bool | None = None,
                           cache_dir: Path | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Like `extract_image_features`, read from data/cache when the same features were built before.
 
@@ -383,7 +431,8 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
                          "extract_image_features directly")
     if not choice.weights_file.is_file():     # a download was allowed: fetch it before hashing it
         model, choice = load_image_encoder(choice.name)
-    key = image_cache_key(choice, transform, ids, _compute_dtype(dev, amp))
+    kernels = "onednn-graph" if use_graph(dev, amp, graph) else "eager"
+    key = image_cache_key(choice, transform, ids, _compute_dtype(dev, amp), kernels)
     path = cache_file(key, cache_dir)
     channels = model.channels if model is not None else IMAGE_BACKBONES[choice.name].channels
     hit = load_cache(path, key, _check_image(len(ids), channels, ids))
@@ -393,7 +442,7 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
         model, _ = load_image_encoder(choice.name)
     regions, pooled = extract_image_features(subset, ids, model, transform, batch_size=batch_size,
                                              num_workers=num_workers, device=device,
-                                             channels_last=channels_last, amp=amp, progress=progress)
+                                             channels_last=channels_last, amp=amp, graph=graph, progress=progress)
     save_cache(path, {"regions": regions, "pooled": pooled, "image_ids": torch.tensor(ids, dtype=torch.long)}, key)
     return regions, pooled
 
@@ -430,6 +479,14 @@ def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int
     return tokens, offsets, pooled
 
 
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """12 hex digits of the sha256 of the tensors' bytes: which features a training run was made on."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def load_course_features(image_encoder="auto", text_encoder="auto", device: str = "auto", subset=None,
                          transform=None, cache_dir: Path | None = None, progress: bool = True
                          ) -> dict[str, FeatureSet]:
@@ -445,11 +502,12 @@ def load_course_features(image_encoder="auto", text_encoder="auto", device: str 
     tokens, offsets, text_pooled = cached_text_features(caps.caption.tolist(), text_encoder, device=device,
                                                         cache_dir=cache_dir, progress=progress)
     row = {image_id: r for r, image_id in enumerate(ids)}
+    source = fingerprint(pooled, text_pooled)
     everything = FeatureSet(
         image_ids=torch.tensor(ids, dtype=torch.long), regions=regions, pooled=pooled,
         caption_ids=torch.tensor(caps.caption_id.to_numpy(), dtype=torch.long),
         caption_image=torch.tensor([row[int(i)] for i in caps.image_id], dtype=torch.long),
-        tokens=tokens, offsets=offsets, text_pooled=text_pooled)
+        tokens=tokens, offsets=offsets, text_pooled=text_pooled, source=source)
     out = {"all": everything}
     for split in ("train", "val", "test"):
         out[split] = everything.select_images(torch.tensor([row[int(i)] for i in subset.split_ids(split)]))

@@ -191,9 +191,11 @@ def make_model(cfg: TrainConfig, fs: FeatureSet) -> models.RetrievalModel:
 
 
 def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:
-    """The sizes a run was trained and validated on (a run is only reused on the same sizes)."""
+    """What a run was trained and validated on: sizes and the features' fingerprint (a run is only
+    reused on the same; rebuilt features, say from another backbone or kernels, make it stale)."""
     return {"train_images": train_fs.n_images, "train_captions": train_fs.n_captions,
-            "val_images": val_fs.n_images, "val_captions": val_fs.n_captions}
+            "val_images": val_fs.n_images, "val_captions": val_fs.n_captions,
+            "features": train_fs.source}
 
 
 def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:

@@ -1,6 +1,7 @@
 """Encoders: shapes, the backbone cut, 'auto' resolution, clear errors, text masks, offline loading, seed bugs."""
 import dataclasses
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,20 @@ def test_mobilenet_cut_matches_torchvision(mobilenet):
         regions, pooled = enc(x)
         torch.testing.assert_close(enc.classify(pooled), full.eval()(x), atol=1e-4, rtol=1e-4)
     assert regions.shape == (2, 49, 1280)
+
+
+def test_graph_copy_matches_eager_without_deprecation_noise(mobilenet):
+    enc, _ = mobilenet
+    x = torch.randn(2, 3, 96, 96).contiguous(memory_format=torch.channels_last)   # any size: a 3x3 map
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # TorchScript's FutureWarnings are silenced
+        fused = enc.graph_copy(x)
+    assert isinstance(fused.body, torch.jit.ScriptModule) and fused.categories == enc.categories
+    with torch.no_grad():
+        (regions, pooled), (r0, p0) = fused(x), enc(x)
+    assert regions.shape == (2, 9, 1280)
+    torch.testing.assert_close(regions, r0, atol=1e-4, rtol=1e-4)   # equal up to float32 rounding
+    torch.testing.assert_close(pooled, p0, atol=1e-4, rtol=1e-4)
 
 
 def test_mobilenet_recognises_a_real_coco_image(mobilenet):

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from helpers import features
 from helpers.config import PATHS
-from helpers.encoders import Choice, aspect_transform, load_image_encoder, load_text_encoder, seed_transform
+from helpers.encoders import (Choice, ImageEncoder, aspect_transform, load_image_encoder, load_text_encoder,
+                              seed_transform)
 from helpers.features import (cache_file, cached_image_features, cached_text_features, extract_image_features,
                               extract_text_features, image_cache_key, load_course_features, pack)
 
@@ -112,6 +113,34 @@ def test_image_extraction_matches_one_at_a_time(subset, image_encoder, num_worke
     torch.testing.assert_close(regions[-1].float(), r1[0], atol=2e-2, rtol=1e-2)
 
 
+def test_graph_and_eager_kernels_agree_and_the_last_batch_is_padded(subset, image_encoder):
+    ids = subset.image_ids   # batches of 3: the last one is short, and is zero-padded to 3 for the graph
+    run = lambda graph: extract_image_features(subset, ids, image_encoder, seed_transform(), batch_size=3,  # noqa
+                                               device="cpu", graph=graph, progress=False)
+    (rg, pg), (re, pe) = run(True), run(False)
+    assert rg.shape == re.shape == (len(ids), 49, 1280) and len(ids) % 3
+    torch.testing.assert_close(rg.float(), re.float(), atol=1e-2, rtol=1e-2)   # float16 storage
+    torch.testing.assert_close(pg.float(), pe.float(), atol=1e-2, rtol=1e-2)
+    assert (3, 3, 224, 224) in {key[0] for key in image_encoder._graphs}      # built once, kept for reuse
+
+
+def test_a_graph_that_cannot_be_built_falls_back_to_eager_with_a_warning(subset, monkeypatch):
+    enc = load_image_encoder("mobilenet_v2")[0]              # a fresh encoder: no graph kept on it yet
+    monkeypatch.setattr(ImageEncoder, "graph_copy", lambda self, x: (_ for _ in ()).throw(RuntimeError("no jit")))
+    ids = subset.image_ids[:2]
+    with pytest.warns(UserWarning, match="no jit.*eager kernels instead"):
+        regions, _ = extract_image_features(subset, ids, enc, seed_transform(), device="cpu", progress=False)
+    eager, _ = extract_image_features(subset, ids, enc, seed_transform(), device="cpu", graph=False, progress=False)
+    torch.testing.assert_close(regions.float(), eager.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_graph_only_on_cpu_in_float32():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert features.use_graph(cpu, None) and not features.use_graph(cpu, None, graph=False)
+    assert not features.use_graph(cpu, True)                 # bfloat16 autocast: eager
+    assert not features.use_graph(cuda, None) and not features.use_graph(cuda, False, graph=True)
+
+
 def test_text_extraction_packs_in_caption_order(text_encoder):
     tokens, offsets, pooled = extract_text_features(CAPTIONS, text_encoder, batch_size=3, device="cpu",
                                                     progress=False)
@@ -138,7 +167,7 @@ def test_image_cache_hit_skips_the_encoder(subset, image_encoder, tmp_path):
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     (path,) = tmp_path.glob("*.safetensors")
     assert path.name.startswith("image-mobilenet_v2-")
-    key = image_cache_key(image_encoder.choice, seed_transform(), ids)
+    key = image_cache_key(image_encoder.choice, seed_transform(), ids, kernels="onednn-graph")
     assert path == cache_file(key, tmp_path)
 
 
@@ -159,8 +188,8 @@ def test_changed_key_rebuilds(subset, image_encoder, tmp_path, monkeypatch):
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"version 1")
     monkeypatch.setattr(image_encoder, "choice", Choice("mobilenet_v2", weights, "test"))
-    run = lambda tf=None: cached_image_features(subset, ids, image_encoder, tf, cache_dir=tmp_path / "cache",  # noqa
-                                                num_workers=0, progress=False)
+    run = lambda tf=None, graph=None: cached_image_features(  # noqa: E731
+        subset, ids, image_encoder, tf, cache_dir=tmp_path / "cache", num_workers=0, graph=graph, progress=False)
     with CallCounter(image_encoder) as calls:
         run()
         n = calls.n
@@ -171,7 +200,9 @@ def test_changed_key_rebuilds(subset, image_encoder, tmp_path, monkeypatch):
         weights.write_bytes(b"version 2, retrained")
         run()
         assert calls.n == 3 * n                              # other weights file contents: rebuilt
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
+        run(graph=False)
+        assert calls.n == 4 * n                              # eager kernels instead of the graph: rebuilt
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 4
 
 
 def _first_cache_file(folder: Path) -> Path:
@@ -196,7 +227,7 @@ def test_wrong_shapes_or_stale_key_are_rebuilt_with_a_warning(subset, image_enco
     ids = subset.image_ids[:2]
     cached_image_features(subset, ids, image_encoder, cache_dir=tmp_path, num_workers=0, progress=False)
     path = _first_cache_file(tmp_path)
-    key = image_cache_key(image_encoder.choice, seed_transform(), ids)
+    key = image_cache_key(image_encoder.choice, seed_transform(), ids, kernels="onednn-graph")
     bad = {"regions": torch.zeros(2, 49, 7, dtype=torch.float16), "pooled": torch.zeros(2, 7, dtype=torch.float16),
            "image_ids": torch.tensor(ids)}
     save_file(bad, str(path), metadata={"key": json.dumps(key, sort_keys=True)})
@@ -251,3 +282,5 @@ def test_load_course_features_splits_and_rereads(subset, image_encoder, text_enc
         again = load_course_features(image_encoder, text_encoder, device="cpu", subset=subset, cache_dir=tmp_path,
                                      progress=False)
     assert ic.n == tc.n == 0 and torch.equal(again["all"].tokens, everything.tokens)
+    assert len(everything.source) == 12 and again["test"].source == everything.source   # runs key on it
+    assert features.fingerprint(everything.pooled[:-1], everything.text_pooled) != everything.source

@@ -1,4 +1,5 @@
 """Training loop: data order, schedule, learning, checkpoints, resume after a kill, reuse, torchrun = 1 process."""
+import dataclasses
 import os
 import shutil
 import signal
@@ -154,6 +155,13 @@ def test_a_run_dir_with_another_config_is_refused(finished_run, data):
     with pytest.raises(ValueError, match=r"train_config.lr: saved 0.002, asked 0.001.*delete"):
         T.train(other, *data, run_dir)
     T.train(tiny_config(epochs=2, batch_size=12, progress=True), *data, run_dir)   # cosmetic: accepted
+
+
+def test_a_run_made_on_other_features_is_refused(finished_run, data):
+    cfg, run_dir, _ = finished_run
+    rebuilt = [dataclasses.replace(fs, source="0123abcd4567") for fs in data]   # e.g. another backbone
+    with pytest.raises(ValueError, match=r"data.features: saved '', asked '0123abcd4567'.*delete"):
+        T.train(cfg, *rebuilt, run_dir)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
