@@ -16,8 +16,8 @@ def summary(executed: Path | None) -> None:
         print(f"executed notebooks in {executed.resolve()}:")
         for nb in sorted(executed.glob("*.ipynb")):
             print(f"  {nb.name}")
-    subset = data.load_subset()
-    print(f"data: {data.verify()}")
+    subset = data.load_subset()     # `make course` ran `python -m helpers.data verify` already
+    print(f"data: {len(subset.image_ids)} images, {len(subset.captions)} captions")
     q = data.label_quality(data.mine_labels(subset.captions), data.instance_labels(subset)).loc["ALL (micro)"]
     print(f"caption-mined labels vs instance labels (258 images): precision {q.precision:.2f}, recall {q.recall:.2f}")
     table = PATHS.results / "table.md"

@@ -46,7 +46,8 @@ class ExtractSettings:
                 f"channels_last={self.channels_last}, amp={bool(self.amp)}")
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
+    """Seconds one call of `fn()` takes (wall clock)."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -82,13 +83,18 @@ def course_captions(captions, encoder, s: ExtractSettings, device: str = "cpu") 
     extract_text_features(captions, encoder, batch_size=s.text_batch, device=device, amp=s.amp, progress=False)
 
 
-def _warm_up(subset, image_ids, image_encoder, text_encoder, settings: ExtractSettings) -> float:
-    """One small forward of each model and one batch through the course's pipeline, so one-off set-up
-    costs are not charged to whichever runs first -> seconds the pipeline's batch took (graph tracing)."""
+def _warm_up_models(image_encoder, text_encoder) -> None:
+    """One small forward of each model, so one-off set-up costs are not charged to whichever runs first."""
     with torch.no_grad():
         image_encoder(torch.zeros(1, 3, 224, 224))
         text_encoder.encode(["a warm-up caption"])
-    return _timed(lambda: course_images(subset, image_ids[:settings.image_batch or default_image_batch("cpu")],
+
+
+def _warm_up(subset, image_ids, image_encoder, text_encoder, settings: ExtractSettings) -> float:
+    """`_warm_up_models`, then one batch through the course's pipeline -> seconds that batch took
+    (the pipeline's one-off set-up: tracing the graph)."""
+    _warm_up_models(image_encoder, text_encoder)
+    return timed(lambda: course_images(subset, image_ids[:settings.image_batch or default_image_batch("cpu")],
                                         image_encoder, settings))
 
 
@@ -110,10 +116,10 @@ def bench_extract(n_images: int = 128, n_captions: int = 1024, repeats: int = 2,
         print(f"course pipeline set-up, paid once per process (one batch included): {setup_s:.1f} s", flush=True)
     runs = {k: [] for k in ["images/seed", "images/course", "captions/seed", "captions/course"]}
     for rep in range(repeats):
-        runs["images/seed"].append(_timed(lambda: seed_image_loop(subset, image_ids, ienc)))
-        runs["images/course"].append(_timed(lambda: course_images(subset, image_ids, ienc, settings)))
-        runs["captions/seed"].append(_timed(lambda: seed_caption_loop(captions, tenc)))
-        runs["captions/course"].append(_timed(lambda: course_captions(captions, tenc, settings)))
+        runs["images/seed"].append(timed(lambda: seed_image_loop(subset, image_ids, ienc)))
+        runs["images/course"].append(timed(lambda: course_images(subset, image_ids, ienc, settings)))
+        runs["captions/seed"].append(timed(lambda: seed_caption_loop(captions, tenc)))
+        runs["captions/course"].append(timed(lambda: course_captions(captions, tenc, settings)))
         if verbose:
             print(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()),
                   flush=True)
@@ -142,9 +148,7 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
     image_ids = subset.image_ids[:n_images]
     captions = subset.captions.caption.tolist()[:n_captions]
     ienc, tenc = load_image_encoder()[0], load_text_encoder()[0]
-    with torch.no_grad():
-        ienc(torch.zeros(1, 3, 224, 224))
-        tenc.encode(["a warm-up caption"])
+    _warm_up_models(ienc, tenc)
     if dev.type == "cuda":
         image_grid = [ExtractSettings(image_batch=b, amp=True, channels_last=True) for b in (32, 64, 128, 256)]
         text_grid = [ExtractSettings(text_batch=b, amp=True) for b in (128, 256, 512)]
@@ -161,8 +165,8 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
                                                                      (128, True)]]
     rows = []
     for s in image_grid:
-        setup = _timed(lambda: course_images(subset, image_ids[:s.image_batch or 1], ienc, s, device))
-        t = _timed(lambda: course_images(subset, image_ids, ienc, s, device))
+        setup = timed(lambda: course_images(subset, image_ids[:s.image_batch or 1], ienc, s, device))
+        t = timed(lambda: course_images(subset, image_ids, ienc, s, device))
         rows.append({"modality": "images", "device": dev.type, "batch": s.image_batch or default_image_batch(dev),
                      "workers": s.num_workers if s.num_workers is not None else default_num_workers(dev),
                      "graph": use_graph(dev, s.amp, s.graph), "bn_folded": s.fuse_bn,
@@ -171,7 +175,7 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
         if verbose:
             print(rows[-1], flush=True)
     for s in text_grid:
-        t = _timed(lambda: course_captions(captions, tenc, s, device))
+        t = timed(lambda: course_captions(captions, tenc, s, device))
         rows.append({"modality": "captions", "device": dev.type, "batch": s.text_batch, "workers": 0,
                      "graph": None, "bn_folded": None, "channels_last": None, "amp": bool(s.amp),
                      "inputs_per_s": round(len(captions) / t, 1), "setup_s": 0.0})

@@ -163,7 +163,7 @@ class ImageEncoder(nn.Module):
         handed to oneDNN Graph, which fuses each conv with its ReLU6 and residual add into one kernel:
         the activations make one pass through memory instead of three. About 1.7x the fastest eager
         setting on a 2-core CPU (`python -m helpers.bench extract --sweep`), equal up to float32
-        rounding (1e-5). Costs 2-3 s once (tracing, then two profiling runs); other input shapes
+        rounding (differences of about 1e-5). Costs 2-3 s once (tracing, then two profiling runs); other input shapes
         still run, after profiling again.
 
         It rests on TorchScript, which torch 2.x deprecates in favour of torch.compile: on this CPU
@@ -360,6 +360,21 @@ class TextEncoder(nn.Module):
         return self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 
+def _pretrained_source(choice: Choice) -> tuple[str, dict]:
+    """Where `from_pretrained` loads a text model from: its local folder (no network call), or the Hub."""
+    if choice.weights_file is not None:
+        return str(choice.weights_file.parent), {"local_files_only": True}
+    return choice.name, {}
+
+
+def load_tokenizer(name: str = "auto", allow_download: bool | None = None):
+    """The tokenizer of the text model `load_text_encoder(name)` would load, without loading the model."""
+    from transformers import AutoTokenizer
+
+    source, kwargs = _pretrained_source(resolve_text_model(name, allow_download))
+    return AutoTokenizer.from_pretrained(source, **kwargs)
+
+
 def load_text_encoder(name: str = "auto", allow_download: bool | None = None) -> tuple[TextEncoder, Choice]:
     """'auto' | 'bert-base-uncased' | 'all-MiniLM-L6-v2' -> (TextEncoder in eval mode, Choice).
 
@@ -369,10 +384,7 @@ def load_text_encoder(name: str = "auto", allow_download: bool | None = None) ->
     from transformers import AutoModel, AutoTokenizer
 
     choice = resolve_text_model(name, allow_download)
-    if choice.weights_file is not None:
-        source, kwargs = str(choice.weights_file.parent), {"local_files_only": True}
-    else:
-        source, kwargs = choice.name, {}
+    source, kwargs = _pretrained_source(choice)
     from transformers.utils import logging as hf_logging
 
     bar_was_on = hf_logging.is_progress_bar_enabled()

@@ -18,24 +18,13 @@ import pandas as pd
 import torch
 
 from .data import NOT_AFTER, SYNONYMS, TWO_WORD, _plurals
+from .encoders import load_tokenizer  # noqa: F401 - word pieces for the maps, without the text model
 from .features import FeatureSet
 
 SPECIAL = ("[CLS]", "[SEP]", "[PAD]")
 
 
 # ------------------------------------------------------------------------------- tokens
-
-def load_tokenizer(name: str = "auto"):
-    """The tokenizer of the text encoder `load_course_features` uses (by default), without its model."""
-    from transformers import AutoTokenizer
-
-    from .encoders import load_text_encoder, resolve_text_model
-
-    choice = resolve_text_model(name)
-    if choice.weights_file is None:
-        return load_text_encoder(name)[0].tokenizer
-    return AutoTokenizer.from_pretrained(str(choice.weights_file.parent), local_files_only=True)
-
 
 def caption_tokens(tokenizer, caption: str) -> list[str]:
     """A caption -> its word pieces as the text encoder saw them: [CLS] ... [SEP], truncated like the features."""

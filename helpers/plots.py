@@ -117,7 +117,7 @@ def rsum_with_intervals(results: pd.DataFrame, anchors: dict[str, float] | None 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.bar(r.model, r["mean"], color=sns.color_palette()[: len(r)])
     ax.errorbar(r.model, r["mean"], yerr=[r["mean"] - r.lo, r.hi - r["mean"]], fmt="none", color="black", capsize=6)
-    for k, (name, value) in enumerate((anchors or {}).items()):
+    for name, value in (anchors or {}).items():
         ax.axhline(value, ls="--", color="grey")
         ax.text(len(r) - 0.5, value + 4, f"{name}: {value}", ha="right", fontsize=8, color="dimgrey")
     ax.set(ylabel="rSum on the 1K test (max 600)", title="retrieval, mean over seeds with 95% intervals")

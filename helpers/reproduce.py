@@ -114,6 +114,27 @@ def claims_table(ranks: dict[str, list[dict]], n_boot: int = 1000, claimed: floa
     return pd.DataFrame(rows)
 
 
+def with_interval(value: float, lo: float, hi: float, fmt: str = "{:+.1f}") -> str:
+    """'value [lo, hi]', all three in one number format (signed by default, for differences)."""
+    return f"{fmt.format(value)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def results_for_reading(results: pd.DataFrame) -> pd.DataFrame:
+    """`results_table` -> models x metrics of 'mean ± std  [lo, hi]' strings."""
+    cells = [f"{r['mean']:.1f} ± {r['std']:.1f}  [{r['lo']:.1f}, {r['hi']:.1f}]" for _, r in results.iterrows()]
+    table = results.assign(value=cells).pivot(index="model", columns="metric", values="value")
+    return table.loc[[m for m in MODEL_NAMES if m in table.index], [m for m in METRICS if m in table.columns]]
+
+
+def claims_for_reading(claims: pd.DataFrame) -> pd.DataFrame:
+    """`claims_table` with each difference and its interval as one 'x [lo, hi]' column (points and %)."""
+    both = lambda v, lo, hi: [with_interval(*t) for t in zip(claims[v], claims[lo], claims[hi])]  # noqa: E731
+    return claims.assign(**{"diff (points) [95%]": both("diff (points)", "diff lo", "diff hi"),
+                            "relative % [95%]": both("rel %", "rel lo", "rel hi")}
+                         )[["A", "B", "metric", "A mean", "B mean", "diff (points) [95%]", "relative % [95%]",
+                            "verdict"]]
+
+
 def markdown_table(results: pd.DataFrame, claims: pd.DataFrame) -> str:
     """The headline table (rSum per model) and the claim rows on rSum, as markdown."""
     lines = ["| model | rSum (mean ± std over seeds) | 95% interval | seeds |", "|---|---|---|---|"]

@@ -220,3 +220,9 @@ def test_seed_attention_never_uses_value():
     with torch.no_grad():
         att.value.weight.mul_(10)
     torch.testing.assert_close(att(text, image), out)       # changing the value projection changes nothing
+
+
+def test_tokenizer_alone_matches_the_text_encoders(text):
+    tokenizer = encoders.load_tokenizer("all-MiniLM-L6-v2")
+    caption = "Two dogs play with a red frisbee."
+    assert tokenizer(caption)["input_ids"] == text.tokenizer(caption)["input_ids"]

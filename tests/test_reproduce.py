@@ -46,3 +46,12 @@ def test_claims_table_verdicts_follow_the_intervals():
 def test_unknown_budget_is_rejected():
     with pytest.raises(ValueError, match="unknown budget 'tpu'"):
         reproduce.train_config("dual", "tpu")
+
+
+def test_intervals_read_as_one_string_per_cell():
+    assert reproduce.with_interval(-1.234, -2.5, 0.04) == "-1.2 [-2.5, +0.0]"
+    results = pd.DataFrame({"model": ["joint", "dual"], "metric": ["rsum", "rsum"], "mean": [183.71, 167.94],
+                            "std": [4.1, 4.0], "lo": [176.0, 160.5], "hi": [191.2, 174.8]})
+    table = reproduce.results_for_reading(results)
+    assert table.index.tolist() == ["dual", "joint"]                       # the course's model order
+    assert table.loc["joint", "rsum"] == "183.7 ± 4.1  [176.0, 191.2]"
