@@ -184,6 +184,63 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------------------------ scoring
+
+def peak_matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` (n, n) @ (n, n) float32 products: a cache-friendly GEMM, the CPU's
+    practical ceiling for the big products of scoring."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b                                                       # warm-up (threads, packing buffers)
+    return 2 * n ** 3 / min(timed(lambda: a @ b) for _ in range(repeats))
+
+
+def scoring_flops(model, fs) -> float:
+    """Floating-point operations of a model's big products when scoring all of `fs` (real words only).
+
+    decoupled / decoupled_plus: word-region logits and word-region similarities, 2·N_tok·N_img·R·D each.
+    joint: the word-region affinity (2·N_tok·N_img·R·D), the attended regions per caption
+    (2·N_cap·N_img·R·D) and the attended words per image (2·N_tok·N_img·D).
+    """
+    from .models import JointModel
+
+    n_tok, n_cap, n_img, r = len(fs.tokens), fs.n_captions, fs.n_images, fs.regions.shape[1]
+    d = model.cfg.dim
+    if isinstance(model, JointModel):
+        return 2.0 * n_tok * n_img * r * d + 2.0 * n_cap * n_img * r * d + 2.0 * n_tok * n_img * d
+    return 2 * 2.0 * n_tok * n_img * r * d
+
+
+def bench_score(model_names=("joint", "decoupled", "decoupled_plus"), fs=None, repeats: int = 1,
+                verbose: bool = True) -> pd.DataFrame:
+    """1K-test scoring of each attention model: the readable chunked path, the tiled path, and the floor
+    (big-product flops / the peak rate measured in this run) -> one row per model."""
+    from .models import build_model, score_all
+
+    if fs is None:
+        from .features import load_course_features
+
+        fs = load_course_features(progress=False)["test"]
+    peak = peak_matmul_rate()
+    if verbose:
+        print(f"peak matrix-multiply rate (2048² float32, {torch.get_num_threads()} threads): "
+              f"{peak / 1e9:.0f} GFLOP/s", flush=True)
+    rows = []
+    for name in model_names:
+        torch.manual_seed(0)
+        model = build_model(name, image_dim=fs.regions.shape[-1], text_dim=fs.tokens.shape[-1]).eval()
+        out = {}
+        before = min(timed(lambda: out.update(readable=score_all(model, fs, fast=False))) for _ in range(repeats))
+        after = min(timed(lambda: out.update(tiled=score_all(model, fs, fast=True))) for _ in range(repeats))
+        diff = float((out["readable"] - out["tiled"]).abs().max())
+        floor = scoring_flops(model, fs) / peak
+        rows.append({"model": name, "readable_s": round(before, 1), "tiled_s": round(after, 1),
+                     "floor_s": round(floor, 1), "speedup": round(before / after, 2),
+                     "tiled_vs_floor": round(after / floor, 2), "max_abs_diff": diff})
+        if verbose:
+            print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,10 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
                    help="run the CNN as a fused oneDNN Graph (default: on CPU without --amp)")
     p.add_argument("--sweep", action="store_true", help="also time each candidate setting (and CUDA if present)")
+    s = sub.add_parser("score", help="1K-test scoring of each attention model: readable vs tiled vs the floor")
+    s.add_argument("--models", nargs="+", default=["joint", "decoupled", "decoupled_plus"])
+    s.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 90)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
+    if args.command == "score":
+        print(bench_score(tuple(args.models), repeats=args.repeats).to_string(index=False))
+        return 0
     table = bench_extract(args.images, args.captions, args.repeats,
                           settings=ExtractSettings(args.image_batch, args.workers, args.channels_last, args.amp,
                                                    args.text_batch, args.fuse_bn, args.graph))

@@ -253,16 +253,24 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.inference_mode()
 def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | torch.device = "cpu",
-              image_rows: torch.Tensor | None = None, caption_rows: torch.Tensor | None = None) -> torch.Tensor:
+              image_rows: torch.Tensor | None = None, caption_rows: torch.Tensor | None = None,
+              fast: bool = True) -> torch.Tensor:
     """Score images against captions of a FeatureSet -> (N_img, N_cap) float32 on the CPU.
 
-    All images and all captions by default, or the given rows. Images are encoded once; captions are
-    encoded and scored in chunks of `chunk`, sorted by length so each chunk pads little. Memory per
-    chunk ~ chunk * N_img * T * R floats.
+    All images and all captions by default, or the given rows. With `fast` (the default) the attention
+    models run the tiled, cache-sized versions in `helpers.fast_scoring` (same scores up to rounding).
+    Otherwise images are encoded once, and captions are encoded and scored by `model.score` in chunks
+    of `chunk`, sorted by length so each chunk pads little; memory per chunk ~ chunk * N_img * T * R floats.
     """
     model.eval().to(device)
     image_rows = torch.arange(features.n_images) if image_rows is None else torch.as_tensor(image_rows)
     caption_rows = torch.arange(features.n_captions) if caption_rows is None else torch.as_tensor(caption_rows)
+    if fast:
+        from .fast_scoring import fast_score_all
+
+        out = fast_score_all(model, features, device, image_rows, caption_rows)
+        if out is not None:
+            return out
     regions, pooled = features.image_batch(image_rows)
     img = model.encode_images(regions.to(device), pooled.to(device))
     order = features.lengths()[caption_rows].argsort()
