@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/course
 NBVAL := --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env
+# The kernel talks to nbconvert over 127.0.0.1 only; ipykernel 7 still warns that this TCP is unencrypted
+# at WARNING level, which reads like a security problem in a learner's log. Its errors are still shown.
+EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=1800 --log-level=WARN \
+	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv data course test unit notebooks refresh clean
@@ -52,17 +56,17 @@ course: data
 	@mkdir -p $(RUN_DIR)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== running $$nb"; start=$$(date +%s); \
-	  $(PY) -m jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
-	    --output-dir $(RUN_DIR) $$nb --log-level=WARN || exit 1; \
+	  $(PY) -m jupyter nbconvert $(EXECUTE) --output-dir $(RUN_DIR) $$nb || exit 1; \
 	  echo "   done in $$(( $$(date +%s) - start )) s"; \
 	done
 	@$(PY) -m helpers summary --executed $(RUN_DIR)
 
-# Maintainers: re-execute the notebooks in place, then commit their outputs.
+# Maintainers: re-execute the notebooks in place and re-record the reference values their checks
+# compare against (notebooks/references.json); then commit both.
 refresh: data
+	@rm -f notebooks/references.json
 	@for nb in $(NOTEBOOKS); do echo "== refreshing $$nb"; \
-	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb \
-	    --log-level=WARN || exit 1; done
+	  COURSE_RECORD_REFERENCES=1 $(PY) -m jupyter nbconvert $(EXECUTE) --inplace $$nb || exit 1; done
 
 clean:
 	rm -rf runs results data/cache

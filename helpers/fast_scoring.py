@@ -81,8 +81,8 @@ def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
 
     Both softmaxes (over regions for the words, over words for the regions) share one exponential:
     E = exp(affinity - c) with c the largest affinity of the (caption, image) pair, so each tile is
-    exponentiated once. A tile where some row would underflow to an all-zero sum (logits spread over
-    more than ~87) is recomputed with two separate softmaxes.
+    exponentiated once. A tile where some row's sum falls below 1e-20 (logits spread over more than ~46,
+    where float32 would start losing digits) is recomputed with two separate softmaxes.
     """
     image_tile = image_tile or IMAGE_TILE
     attn = model.attn
@@ -102,7 +102,7 @@ def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
         e = aff.sub_(aff.amax(dim=(1, 3), keepdim=True)).exp_()              # (Nt, T, m, R), pads ~0
         z_regions = e.sum(-1)                                                  # (Nt, T, m)
         z_words = e.sum(1)                                                     # (Nt, m, R)
-        if (z_regions.masked_fill(~mask[:, :, None], 1.0) == 0).any() or (z_words == 0).any():
+        if (z_regions.masked_fill(~mask[:, :, None], 1.0) < 1e-20).any() or (z_words < 1e-20).any():
             aff = (q @ k1[i0:i1].reshape(-1, d + 1).t()).view(nt, t, i1 - i0, r)
             alpha_bar = torch.einsum("ntmr,nt->nmr", torch.softmax(aff, -1), share)
             beta_bar = torch.softmax(aff, 1).mean(-1)

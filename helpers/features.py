@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import PATHS, get_device
+from .config import PATHS, course_device, get_device
 
 
 @dataclass
@@ -183,7 +183,7 @@ def _pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def extract_image_features(subset, image_ids: list[int], encoder, transform, batch_size: int | None = None,
-                           num_workers: int | None = None, device: str = "auto", channels_last: bool = True,
+                           num_workers: int | None = None, device: str | None = None, channels_last: bool = True,
                            amp: bool | None = None, fuse_bn: bool = True, graph: bool | None = None,
                            progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """N image ids -> (N, R, C) float16 regions, (N, C) float16 pooled, in the order of `image_ids`.
@@ -195,7 +195,7 @@ def extract_image_features(subset, image_ids: list[int], encoder, transform, bat
     memory, both exact up to rounding. bfloat16 autocast on CPU (`amp=True`) is faster on AMX CPUs but
     moves some regions far (cosine down to 0.75), so it is off unless asked; on CUDA float16 is on.
     """
-    dev = get_device(device)
+    dev = get_device(device or course_device())
     cuda = dev.type == "cuda"
     batch_size = batch_size or default_image_batch(dev)
     num_workers = default_num_workers(dev) if num_workers is None else num_workers
@@ -247,7 +247,7 @@ def pack(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     return tokens[mask], torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
 
 
-def extract_text_features(captions: list[str], encoder, batch_size: int = 128, device: str = "auto",
+def extract_text_features(captions: list[str], encoder, batch_size: int = 128, device: str | None = None,
                           amp: bool | None = None, progress: bool = True
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """N captions -> (N_tok, D) float16 packed tokens, (N + 1,) offsets, (N, D) float16 mean of valid tokens.
@@ -258,7 +258,7 @@ def extract_text_features(captions: list[str], encoder, batch_size: int = 128, d
     bfloat16 autocast (`amp=True`) is ~1.7x faster on AMX CPUs at token cosine >= 0.9999, but off
     by default on CPU so features do not depend on the machine's instruction set.
     """
-    dev = get_device(device)
+    dev = get_device(device or course_device())
     captions = list(captions)
     n = len(captions)
     lengths = torch.tensor([len(ids) for ids in encoder.tokenize(captions, padding=False)["input_ids"]],
@@ -411,7 +411,7 @@ def _check_text(n: int, dim: int | None):
 
 
 def cached_image_features(subset, image_ids: list[int], encoder="auto", transform=None, *,
-                          batch_size: int | None = None, num_workers: int | None = None, device: str = "auto",
+                          batch_size: int | None = None, num_workers: int | None = None, device: str | None = None,
                           channels_last: bool = True, amp: bool | None = None, graph: bool | None = None,
                           cache_dir: Path | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Like `extract_image_features`, read from data/cache when the same features were built before.
@@ -421,7 +421,7 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     """
     from .encoders import IMAGE_BACKBONES, load_image_encoder, resolve_image_backbone, seed_transform
 
-    dev = get_device(device)
+    dev = get_device(device or course_device())
     transform = transform if transform is not None else seed_transform()
     ids = [int(i) for i in image_ids]
     model = None if isinstance(encoder, str) else encoder
@@ -447,7 +447,7 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     return regions, pooled
 
 
-def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int = 128, device: str = "auto",
+def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int = 128, device: str | None = None,
                          amp: bool | None = None, cache_dir: Path | None = None, progress: bool = True
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Like `extract_text_features`, read from data/cache when the same features were built before.
@@ -456,7 +456,7 @@ def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int
     """
     from .encoders import TEXT_MAX_LENGTH, load_text_encoder, resolve_text_model
 
-    dev = get_device(device)
+    dev = get_device(device or course_device())
     captions = list(captions)
     model = None if isinstance(encoder, str) else encoder
     choice = resolve_text_model(encoder) if model is None else model.choice
@@ -487,7 +487,7 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:12]
 
 
-def load_course_features(image_encoder="auto", text_encoder="auto", device: str = "auto", subset=None,
+def load_course_features(image_encoder="auto", text_encoder="auto", device: str | None = None, subset=None,
                          transform=None, cache_dir: Path | None = None, progress: bool = True
                          ) -> dict[str, FeatureSet]:
     """The whole subset's features (built once, then read from data/cache) -> {'all', 'train', 'val', 'test'}."""

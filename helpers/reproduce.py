@@ -23,7 +23,7 @@ MODEL_NAMES = ("dual", "joint", "decoupled", "decoupled_plus")
 # One switch: the CPU budget runs in minutes on 2 cores; the GPU budget trains longer on bigger batches.
 BUDGETS = {
     "cpu": dict(epochs=6, batch_size=64, lr=2e-3),
-    "gpu": dict(epochs=30, batch_size=256, lr=1e-3),
+    "gpu": dict(epochs=30, batch_size=256, lr=1e-3, device="auto"),   # CUDA when visible, bf16 autocast
 }
 
 

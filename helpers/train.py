@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, metrics, models
-from .config import get_device, seed_everything
+from .config import course_device, get_device, seed_everything
 from .features import FeatureSet, synthetic_featureset
 
 MAX_LOGIT_SCALE = math.log(100.0)   # CLIP's cap on the learned inverse temperature
@@ -55,7 +55,7 @@ class TrainConfig:
     clip_norm: float = 2.0
     loss: str = "infonce"          # "infonce" (learned temperature) or "vse" (hardest-negative triplet)
     seed: int = 0
-    device: str = "auto"
+    device: str = field(default_factory=course_device)   # "cpu" unless COURSE_DEVICE says otherwise
     amp: bool = True               # bf16 autocast; only takes effect on CUDA
     progress: bool = True
 
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--loss", default=TrainConfig.loss, choices=["infonce", "vse"])
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--device", default=TrainConfig.device)
+    p.add_argument("--device", default=course_device(), help="cpu (default, or COURSE_DEVICE), cuda or auto")
     p.add_argument("--model-overrides", type=json.loads, default={}, help='JSON, e.g. \'{"dim": 32}\'')
     p.add_argument("--run-dir", required=True)
     p.add_argument("--synthetic", type=int, metavar="N_IMAGES", help="train on N random images instead")

