@@ -12,7 +12,9 @@ so a constant score matrix gets the worst possible rank, never a lucky R@1.
 Uncertainty has two sources: test sampling (`bootstrap`: resample the queries; the gallery is
 fixed, so the ranks do not change) and training seeds (`seed_summary`: Student-t interval).
 `paired_difference` combines both to compare two models; `verdict` and `verdict_kept` turn its
-interval into a word.
+interval into a word. `honest_interval` and `honest_difference` are their successors: they resample
+test *images* with all their captions (`cluster_resample`) and add the seed variance as a Student-t
+term instead of resampling a handful of seeds.
 """
 from __future__ import annotations
 
@@ -203,3 +205,154 @@ def model_interval(ranks_list, n_boot: int = 1000, seed: int = 0, ks=KS) -> pd.D
     rows = {m: (point[m], float(np.std([p[m] for p in per_seed], ddof=1)) if len(per_seed) > 1 else np.nan,
                 *_interval(boot[m])) for m in point}
     return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "std", "lo", "hi"])
+
+
+def _draw_images(rng: np.random.Generator, n_boot: int, n_img: int) -> np.ndarray:
+    """-> (n_boot, N_img) test images drawn with replacement (shared by cluster_resample and honest_*)."""
+    return rng.integers(0, n_img, (n_boot, n_img))
+
+
+def cluster_resample(rng, n_boot: int, caption_image, n_img: int):
+    """(N_cap,) caption images -> (n_boot, N_img) image, (n_boot, L) caption indices, (n_boot, L) bool mask.
+
+    Resamples test *images* with replacement; each drawn image brings all its captions, so both
+    retrieval directions move together and the captions of one image (which share its difficulty)
+    are never split. Replicate b's caption queries are cap_idx[b][mask[b]]: the captions of
+    img_idx[b], image by image, one copy per draw. Rows are padded to the longest replicate, L;
+    padding has index 0 and mask False (a weight of 0). `rng`: a numpy Generator or a seed.
+    """
+    rng = np.random.default_rng(rng)
+    cap_img = np.asarray(caption_image, dtype=np.int64)
+    if (cap_img.ndim != 1 or cap_img.size == 0 or cap_img.min() < 0 or cap_img.max() >= n_img
+            or (np.bincount(cap_img, minlength=n_img) == 0).any()):
+        raise ValueError("caption_image must give each caption an image row in [0, n_img), "
+                         "and every image needs at least one caption")
+    per_img = np.bincount(cap_img, minlength=n_img)
+    by_img = np.argsort(cap_img, kind="stable")                 # caption indices grouped by image
+    first = np.cumsum(per_img) - per_img                         # where each image's group starts
+    img_idx = _draw_images(rng, n_boot, n_img)
+    length = per_img[img_idx].ravel()                            # captions brought by each draw
+    drawn = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)  # 0.. within a draw
+    caps = by_img[np.repeat(first[img_idx].ravel(), length) + drawn]  # all replicates, concatenated
+    per_rep = length.reshape(n_boot, n_img).sum(1)
+    mask = np.arange(per_rep.max())[None, :] < per_rep[:, None]  # (n_boot, L), True = a real caption
+    cap_idx = np.zeros(mask.shape, np.int64)
+    cap_idx[mask] = caps                                         # row-major fill keeps replicates apart
+    return img_idx, cap_idx, mask
+
+
+def _cluster_recalls(ranks_list, caption_image, img_idx, ks) -> tuple[dict, dict]:
+    """Per-seed (img_rank, cap_rank), (N_cap,) caption images, (n_boot, N_img) drawn images ->
+    {metric: (n_seeds,) full-test values}, {metric: (n_boot,) seed-averaged replicates}.
+
+    Same numbers as recalls_from_ranks on the `cluster_resample` queries, computed per image: a
+    replicate's t2i hits are the sum over its drawn images of each image's own-caption hits, so
+    (times each image is drawn) @ (per-image hits, averaged over seeds) gives every replicate at once.
+    """
+    n_boot, n_img = img_idx.shape
+    cap_img = np.asarray(caption_image, dtype=np.int64)
+    kk = np.asarray(ks)
+    per_img = np.bincount(cap_img, minlength=n_img)
+    hits = np.zeros((n_img, 2 * len(kk)))                        # per image: i2t hit, own-caption t2i hits
+    for img_rank, cap_rank in ranks_list:
+        hits[:, :len(kk)] += np.asarray(img_rank)[:, None] < kk
+        for j, k in enumerate(kk):
+            hits[:, len(kk) + j] += np.bincount(cap_img, np.asarray(cap_rank) < k, minlength=n_img)
+    hits /= len(ranks_list)
+    drawn = np.bincount((img_idx + n_img * np.arange(n_boot)[:, None]).ravel(),
+                        minlength=n_boot * n_img).reshape(n_boot, n_img)  # times each image is drawn
+    rep = drawn @ hits
+    rep[:, :len(kk)] *= 100.0 / n_img
+    rep[:, len(kk):] *= 100.0 / (drawn @ per_img)[:, None]
+    names = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in ks]
+    boot = dict(zip(names, rep.T))
+    boot["rsum"] = rep.sum(1)
+    full = [recalls_from_ranks(i, c, ks) for i, c in ranks_list]
+    return {m: np.array([f[m] for f in full], dtype=float) for m in full[0]}, boot
+
+
+def _t_interval(point: float, boot: np.ndarray, seed_terms, level: float) -> tuple[float, float]:
+    """point, (n_boot,) replicates, [(s^2 / n, n), ...] -> Student-t interval point ± t * se.
+
+    se^2 = var(replicates) + sum of s^2 / n; Welch-Satterthwaite degrees of freedom, with the test
+    (bootstrap) part counted as having infinite df; terms with n < 2 carry no seed information and
+    are left out.
+    """
+    terms = [(v, n) for v, n in seed_terms if n > 1]
+    var = float(np.var(boot, ddof=1)) + sum(v for v, _ in terms)
+    denom = sum(v ** 2 / (n - 1) for v, n in terms)
+    df = var ** 2 / denom if denom > 0 else np.inf
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * np.sqrt(var)
+    return point - half, point + half
+
+
+def _check_runs(runs, caption_image, n_boot: int, level: float) -> int:
+    """Raise ValueError unless every run is ranked on the test set of caption_image; -> N_img."""
+    shapes = {(len(i), len(c)) for i, c in runs}
+    if len(shapes) != 1:
+        raise ValueError(f"all runs must be ranked on the same test set; got (N_img, N_cap) {shapes}")
+    (n_img, n_cap), = shapes
+    if n_cap != len(caption_image):
+        raise ValueError(f"runs rank {n_cap} captions but caption_image has {len(caption_image)}")
+    if n_boot < 2 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 2 and 0 < level < 1; got {n_boot} and {level}")
+    return n_img
+
+
+def honest_interval(ranks_per_seed, caption_image, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95, ks=KS) -> pd.DataFrame:
+    """Per-seed [(img_rank, cap_rank), ...] of one model, (N_cap,) caption images -> [mean, std, lo, hi].
+
+    mean: the mean over seeds of the full-test metric; std: its sample std over seeds (NaN with one
+    seed). lo/hi: mean ± t * se with se^2 = var_test + s_seed^2 / n_seeds, where var_test is the
+    variance of the seed-averaged metric over `cluster_resample` replicates (test images drawn with
+    all their captions; the gallery, and so the ranks, stay fixed) and s_seed the std over seeds;
+    t from Student-t with Welch-Satterthwaite df (the test part counted as infinite df). Unlike
+    `model_interval`, the seeds are not resampled: a bootstrap over 3 seeds cannot show their spread.
+    With one seed the seed term is absent and the interval covers test sampling only (normal quantile).
+    """
+    n_img = _check_runs(ranks_per_seed, caption_image, n_boot, level)
+    img_idx = _draw_images(np.random.default_rng(seed), n_boot, n_img)  # as cluster_resample(seed) draws
+    per_seed, boot = _cluster_recalls(ranks_per_seed, caption_image, img_idx, ks)
+    n, rows = len(ranks_per_seed), {}
+    for m, v in per_seed.items():
+        s2 = float(v.var(ddof=1)) if n > 1 else np.nan
+        rows[m] = (float(v.mean()), np.sqrt(s2), *_t_interval(float(v.mean()), boot[m], [(s2 / n, n)], level))
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["mean", "std", "lo", "hi"])
+
+
+def honest_difference(a_ranks_per_seed, b_ranks_per_seed, caption_image, n_boot: int = 1000,
+                      seed: int = 0, level: float = 0.95, ks=KS) -> pd.DataFrame:
+    """Per-seed [(img_rank, cap_rank), ...] for A and B, (N_cap,) caption images -> [A, B, diff, lo, hi, rel_*].
+
+    A, B: means over seeds of the full-test metric; diff = A - B in points; rel_% = 100 * diff / B.
+    lo/hi: diff ± t * se, se^2 = var_test + s_A^2 / n_A + s_B^2 / n_B. var_test is the variance of
+    (seed-averaged A - seed-averaged B) over `cluster_resample` replicates, the same resampled images
+    for A and B (paired test sets); the seeds of A and B are independent, so their terms add; t from
+    Student-t with Welch-Satterthwaite df (the test part counted as infinite df).
+    rel_lo/rel_hi: the same construction on the log ratio log(A / B), the seed terms by the delta
+    method (s^2 / (n * mean^2)), mapped back by 100 * (exp(.) - 1): an asymmetric interval that
+    stays above -100 %. NaN where B is 0 (or A is 0, or a replicate is 0).
+    A model with one seed contributes no seed term: its seed spread is unknown and left out (with one
+    seed each, the interval covers test sampling only).
+    """
+    n_img = _check_runs([*a_ranks_per_seed, *b_ranks_per_seed], caption_image, n_boot, level)
+    img_idx = _draw_images(np.random.default_rng(seed), n_boot, n_img)  # the same images for A and B
+    a_seed, a_boot = _cluster_recalls(a_ranks_per_seed, caption_image, img_idx, ks)
+    b_seed, b_boot = _cluster_recalls(b_ranks_per_seed, caption_image, img_idx, ks)
+    n_a, n_b, rows = len(a_ranks_per_seed), len(b_ranks_per_seed), {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for m in a_seed:
+            a, b = float(a_seed[m].mean()), float(b_seed[m].mean())
+            va = float(a_seed[m].var(ddof=1)) / n_a if n_a > 1 else 0.0   # squared standard errors
+            vb = float(b_seed[m].var(ddof=1)) / n_b if n_b > 1 else 0.0
+            lo, hi = _t_interval(a - b, a_boot[m] - b_boot[m], [(va, n_a), (vb, n_b)], level)
+            if a > 0 and b > 0:
+                log_lo, log_hi = _t_interval(np.log(a / b), np.log(a_boot[m] / b_boot[m]),
+                                             [(va / a ** 2, n_a), (vb / b ** 2, n_b)], level)
+                rel = (100 * (a - b) / b, 100 * np.expm1(log_lo), 100 * np.expm1(log_hi))
+            else:
+                rel = (100 * (a - b) / b if b else np.nan, np.nan, np.nan)
+            rows[m] = (a, b, a - b, lo, hi, *rel)
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["A", "B", "diff", "lo", "hi", "rel_%", "rel_lo", "rel_hi"])

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from helpers import metrics
 
@@ -223,3 +224,187 @@ def test_model_interval_matches_seed_mean_and_std():
     assert t.loc["i2t_R@1", "std"] == pytest.approx(np.std([100, 0], ddof=1))
     assert t.loc["i2t_R@1", "lo"] == 0.0 and t.loc["i2t_R@1", "hi"] == 100.0   # seeds resampled: all-A or all-B replicates
     assert t.loc["rsum", "mean"] == 300.0
+
+
+# --- cluster bootstrap and honest intervals ------------------------------------------------------
+
+# 6 images, captions shuffled; image 2 has 6 captions and image 4 only one
+RAGGED_CAP_IMG = np.array([3, 0, 2, 1, 5, 2, 0, 4, 1, 3, 2, 5, 0, 2, 1, 3, 2, 5, 2])
+
+
+def test_cluster_resample_brings_every_caption_of_each_drawn_image():
+    img_idx, cap_idx, mask = metrics.cluster_resample(np.random.default_rng(0), 50, RAGGED_CAP_IMG, 6)
+    assert img_idx.shape == (50, 6) and cap_idx.shape == mask.shape and mask.dtype == bool
+    for b in range(50):
+        expected = np.concatenate([np.flatnonzero(RAGGED_CAP_IMG == i) for i in img_idx[b]])
+        assert cap_idx[b][mask[b]].tolist() == expected.tolist()
+        assert (cap_idx[b][~mask[b]] == 0).all()
+    assert mask.all(1).any() and not mask.all()  # the longest replicate is unpadded; others are padded
+    again = metrics.cluster_resample(np.random.default_rng(0), 50, RAGGED_CAP_IMG, 6)
+    assert all((x == y).all() for x, y in zip(again, (img_idx, cap_idx, mask)))
+
+
+def test_cluster_resample_is_fast_and_rejects_bad_captions():
+    import time
+    cap_img = np.random.default_rng(0).permutation(np.repeat(np.arange(1000), 5))
+    start = time.perf_counter()
+    img_idx, cap_idx, mask = metrics.cluster_resample(np.random.default_rng(1), 1000, cap_img, 1000)
+    assert time.perf_counter() - start < 2  # measured ~0.1 s warm, ~0.4 s cold on a busy 2-core machine
+    assert cap_idx.shape == (1000, 5000) and mask.all()
+    with pytest.raises(ValueError, match="at least one caption"):
+        metrics.cluster_resample(np.random.default_rng(0), 10, [0, 0, 2, 2], 3)
+    with pytest.raises(ValueError, match="at least one caption"):
+        metrics.cluster_resample(np.random.default_rng(0), 10, [0, 1, 3], 3)
+
+
+def test_honest_interval_one_seed_is_the_cluster_bootstrap():
+    rng = np.random.default_rng(3)
+    run = (rng.integers(0, 12, 6), rng.integers(0, 12, len(RAGGED_CAP_IMG)))
+    t = metrics.honest_interval([run], RAGGED_CAP_IMG, n_boot=300, seed=7)
+    assert list(t.columns) == ["mean", "std", "lo", "hi"] and t["std"].isna().all()
+    # brute force: every replicate's queries from cluster_resample, recalls over the ragged lists
+    img_idx, cap_idx, mask = metrics.cluster_resample(np.random.default_rng(7), 300, RAGGED_CAP_IMG, 6)
+    boot = [metrics.recalls_from_ranks(run[0][i], run[1][c[m]]) for i, c, m in zip(img_idx, cap_idx, mask)]
+    full = metrics.recalls_from_ranks(*run)
+    for name in t.index:
+        sd = np.std([r[name] for r in boot], ddof=1)   # one seed: no seed term, normal quantile
+        assert t.loc[name, "mean"] == pytest.approx(full[name])
+        assert t.loc[name, "lo"] == pytest.approx(full[name] - 1.959964 * sd)
+        assert t.loc[name, "hi"] == pytest.approx(full[name] + 1.959964 * sd)
+
+
+def _constant_runs(levels, n_img=6, n_cap=len(RAGGED_CAP_IMG)):
+    """One run per level: every query ranked `level`, so resampling the test set changes nothing."""
+    return [(np.full(n_img, r), np.full(n_cap, r)) for r in levels]
+
+
+def test_honest_interval_without_test_variance_is_the_seed_t_interval():
+    levels = [0, 3, 20, 7]
+    t = metrics.honest_interval(_constant_runs(levels), RAGGED_CAP_IMG, n_boot=100)
+    for name in t.index:
+        s = metrics.seed_summary([metrics.recalls_from_ranks(*run)[name] for run in _constant_runs(levels)])
+        assert t.loc[name, ["mean", "std", "lo", "hi"]].tolist() == pytest.approx(
+            [s["mean"], s["std"], s["lo"], s["hi"]])
+    assert t.loc["rsum", "mean"] == 300  # seeds: 600 (rank 0), 400 (R@5, R@10), 0, 200 (R@10 only)
+    narrow = metrics.honest_interval(_constant_runs(levels), RAGGED_CAP_IMG, n_boot=100, level=0.5)
+    assert narrow.loc["rsum", "hi"] - narrow.loc["rsum", "lo"] < t.loc["rsum", "hi"] - t.loc["rsum", "lo"]
+
+
+def test_honest_difference_without_test_variance_is_welch():
+    a_levels, b_levels = [0, 3, 20, 7, 0], [20, 3, 7]
+    a, b = _constant_runs(a_levels), _constant_runs(b_levels)
+    table = metrics.honest_difference(a, b, RAGGED_CAP_IMG, n_boot=100)
+    assert list(table.columns) == ["A", "B", "diff", "lo", "hi", "rel_%", "rel_lo", "rel_hi"]
+    rsum_a = [metrics.recalls_from_ranks(*run)["rsum"] for run in a]
+    rsum_b = [metrics.recalls_from_ranks(*run)["rsum"] for run in b]
+    welch = stats.ttest_ind(rsum_a, rsum_b, equal_var=False).confidence_interval(0.95)
+    assert table.loc["rsum", ["lo", "hi"]].tolist() == pytest.approx([welch.low, welch.high])
+    assert table.loc["rsum", "diff"] == pytest.approx(np.mean(rsum_a) - np.mean(rsum_b))
+    assert table.loc["rsum", "rel_%"] == pytest.approx(100 * table.loc["rsum", "diff"] / np.mean(rsum_b))
+    assert -100 < table.loc["rsum", "rel_lo"] < table.loc["rsum", "rel_%"] < table.loc["rsum", "rel_hi"]
+
+
+def test_honest_difference_identical_and_better_models():
+    runs = [(r[0][:6], r[1][:len(RAGGED_CAP_IMG)]) for r in _runs(np.random.default_rng(0), 3, 0.5)]
+    same = metrics.honest_difference(runs, runs, RAGGED_CAP_IMG, n_boot=200)
+    assert (same["diff"] == 0).all() and (same["rel_%"] == 0).all()
+    assert (same["lo"] <= 0).all() and (same["hi"] >= 0).all() and (same["lo"] == -same["hi"]).all()
+    # one seed each: the same resampled images for A and B, no seed term -> exactly 0
+    single = metrics.honest_difference(runs[:1], runs[:1], RAGGED_CAP_IMG, n_boot=200)
+    assert (single[["lo", "hi"]] == 0).all().all()
+    cap_img = np.repeat(np.arange(100), 5)
+    b = [(np.tile([0, 7], 50), np.repeat(np.tile([0, 7], 50), 5))] * 2  # half the images at rank 7
+    a = [(np.zeros(100, int), np.zeros(500, int))] * 2
+    table = metrics.honest_difference(a, b, cap_img, n_boot=300)
+    assert table.loc["i2t_R@1", "diff"] == 50 and table.loc["i2t_R@1", "rel_%"] == 100
+    assert table.loc["rsum", "diff"] == 200
+    assert (table.loc[["i2t_R@1", "t2i_R@5", "rsum"], "lo"] > 0).all()
+    assert table.loc["rsum", "rel_lo"] > 0
+    assert table.loc["i2t_R@10", ["diff", "lo", "hi", "rel_lo", "rel_hi"]].tolist() == [0] * 5  # both 100
+    with pytest.raises(ValueError, match="caption_image has"):
+        metrics.honest_difference(a, b, cap_img[:-1])
+
+
+# Coverage by simulation. A population of test images, 5 captions each, and two models, A and B.
+# A query's latent easiness z is the sum of independent normals:
+#   model mean + seed shift (per model and training seed) + image difficulty (shared by A and B)
+#   + model x image effect (per model, shared by the image's captions and that model's seeds)
+#   + caption effect (t2i only, shared by A and B) + noise (per model, seed and query);
+# its rank is floor(exp(-z)), so rank < k <=> z > -log k. Marginally z ~ N(mu, var), so the
+# population R@k is 100 * Phi((mu + log k) / sqrt(var)) and the true rSum of each model is exact.
+SIM_SD = dict(seed=0.08, img=1.0, model_img=0.6, cap=0.4, noise=0.5)
+SIM_MU = np.array([0.15, 0.0])  # A, B
+
+
+def _true_rsum(mu):
+    var = SIM_SD["seed"] ** 2 + SIM_SD["img"] ** 2 + SIM_SD["model_img"] ** 2 + SIM_SD["noise"] ** 2
+    logk = np.log(metrics.KS)
+    return 100 * sum(stats.norm.cdf((mu + logk) / np.sqrt(v)).sum() for v in (var, var + SIM_SD["cap"] ** 2))
+
+
+def _simulate(rng, n_exp, n_seeds, cap_img):
+    """-> (n_exp, 2, n_seeds, N_img) i2t and (n_exp, 2, n_seeds, N_cap) t2i ranks on n_exp fresh test sets."""
+    n_img, n_cap, sd = cap_img.max() + 1, len(cap_img), SIM_SD
+    model_img = (rng.normal(0, sd["img"], (n_exp, 1, 1, n_img))
+                 + rng.normal(0, sd["model_img"], (n_exp, 2, 1, n_img)))
+    shift = SIM_MU[:, None, None] + rng.normal(0, sd["seed"], (n_exp, 2, n_seeds, 1))
+    z_img = shift + model_img + rng.normal(0, sd["noise"], (n_exp, 2, n_seeds, n_img))
+    z_cap = (shift + model_img[..., cap_img] + rng.normal(0, sd["cap"], (n_exp, 1, 1, n_cap))
+             + rng.normal(0, sd["noise"], (n_exp, 2, n_seeds, n_cap)))
+    rank = lambda z: np.floor(np.exp(-np.clip(z, -12, None))).astype(np.int64)
+    return rank(z_img), rank(z_cap)
+
+
+def test_simulated_population_matches_its_true_rsum():
+    cap_img = np.repeat(np.arange(200), 5)
+    img_rank, cap_rank = _simulate(np.random.default_rng(5), 2000, 1, cap_img)  # 2000 test sets
+    rsum = metrics.recalls_from_ranks(img_rank, cap_rank)["rsum"].mean(axis=(0, 2))  # (2,): A, B
+    # Monte Carlo standard error ~0.3 points per model
+    assert rsum == pytest.approx([_true_rsum(SIM_MU[0]), _true_rsum(SIM_MU[1])], abs=1.5)
+
+
+@pytest.fixture(scope="module")
+def coverage():
+    """200 simulated experiments (fresh seeds and a fresh 200-image / 1000-caption test set each):
+    {method: (fraction of rSum intervals containing the truth, mean width)}, and the sd of the point."""
+    n_exp, n_boot = 200, 200
+    rng = np.random.default_rng(2024)
+    cap_img = rng.permutation(np.repeat(np.arange(200), 5))
+    true_a, true_diff = _true_rsum(SIM_MU[0]), _true_rsum(SIM_MU[0]) - _true_rsum(SIM_MU[1])
+    img_rank, cap_rank = _simulate(rng, n_exp, 5, cap_img)
+    hits = {k: [] for k in ("honest", "honest_1_seed", "old_3_seeds", "honest_model_A")}
+    diffs = []
+    for e in range(n_exp):
+        a = list(zip(img_rank[e, 0], cap_rank[e, 0]))
+        b = list(zip(img_rank[e, 1], cap_rank[e, 1]))
+        for name, table, truth in [
+                ("honest", metrics.honest_difference(a, b, cap_img, n_boot=n_boot, seed=e), true_diff),
+                ("honest_1_seed", metrics.honest_difference(a[:1], b[:1], cap_img, n_boot=n_boot, seed=e),
+                 true_diff),
+                ("old_3_seeds", metrics.paired_difference(a[:3], b[:3], n_boot=n_boot, seed=e), true_diff),
+                ("honest_model_A", metrics.honest_interval(a, cap_img, n_boot=n_boot, seed=e)
+                 .rename(columns={"mean": "diff"}), true_a)]:
+            lo, hi = table.loc["rsum", "lo"], table.loc["rsum", "hi"]
+            hits[name].append((lo <= truth <= hi, hi - lo))
+            if name == "honest":
+                diffs.append(table.loc["rsum", "diff"])
+    out = {k: tuple(np.mean(v, 0)) for k, v in hits.items()}
+    out["sd_diff"] = float(np.std(diffs))
+    return out
+
+
+def test_honest_difference_covers_the_true_difference(coverage):
+    cover, width = coverage["honest"]
+    assert cover >= 0.90           # measured 0.950 (nominal 0.95)
+    # and not by being needlessly wide: 2 * 1.96 * (sd of the point difference over experiments)
+    assert width < 1.25 * 2 * 1.96 * coverage["sd_diff"]  # measured mean width 35.4 vs 35.3
+    cover_a, _ = coverage["honest_model_A"]
+    assert cover_a >= 0.90         # honest_interval, one model, 5 seeds: measured 0.930
+
+
+def test_old_interval_and_ignoring_seeds_under_cover(coverage):
+    honest, _ = coverage["honest"]
+    old, _ = coverage["old_3_seeds"]        # paired_difference: queries and 3 seeds resampled
+    assert old <= honest - 0.05             # measured 0.790 vs 0.950
+    one_seed, _ = coverage["honest_1_seed"]  # cluster bootstrap alone: the seed variance is missed
+    assert one_seed < 0.85                   # measured 0.700
