@@ -127,10 +127,10 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
     """`models.score_all` for the models this module knows (-> (N_img, N_cap)), else None."""
     from .models import DecoupledModel, DecoupledPlusModel, DualEncoder, JointModel
 
+    if isinstance(model, DualEncoder) or not isinstance(model, (DecoupledModel, DecoupledPlusModel, JointModel)):
+        return None                                                             # dual: one GEMM already
     regions, pooled = features.image_batch(image_rows)
     img = model.encode_images(regions.to(device), pooled.to(device))
-    if isinstance(model, DualEncoder):
-        return None                                                             # one GEMM already
     if isinstance(model, (DecoupledModel, DecoupledPlusModel)):
         if isinstance(model, DecoupledModel) and model.cfg.attention == "seed":
             return None                                                         # padding counts there
