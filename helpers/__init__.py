@@ -1,7 +1,7 @@
 """Helpers for the course *Decoupled multimodal features, reproduced*.
 
 One module per course step: ``config`` (paths, device, seeds), ``data`` (the COCO subset),
-``download`` (fetching it from the official servers), ``seed`` (the blog's code as written),
+``download`` (fetching it from the official servers), ``blog`` (the blog's code as written),
 ``encoders`` (image and text features), ``features`` (extraction and the feature cache), ``bench``, ``attention``,
 ``models``, ``losses``, ``train``, ``metrics``, ``probes``, ``interpret``, ``plots`` and ``reproduce``.
 """

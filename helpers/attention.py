@@ -1,7 +1,7 @@
 """Decoupled (text -> image) attention: the corrected, general module.
 
-The seed's version lives in `helpers.seed.DecoupledAttention`; `DecoupledAttention.seed_faithful`
-configures this module to compute exactly what the seed computes.
+The blog's version lives in `helpers.blog.DecoupledAttention`; `DecoupledAttention.blog_faithful`
+configures this module to compute exactly what the blog's module computes.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 class DecoupledAttention(nn.Module):
     """Each word (query) attends over the image regions (keys); nothing flows from text to image.
 
-    Fixes over the seed: an optional value projection (the seed defines one and never uses it),
+    Fixes over the blog: an optional value projection (the blog defines one and never uses it),
     padding masks for words and regions, several heads, and a settable temperature.
     """
 
@@ -33,8 +33,8 @@ class DecoupledAttention(nn.Module):
         self.temperature = temperature if temperature is not None else math.sqrt(dim // heads)
 
     @classmethod
-    def seed_faithful(cls, dim: int) -> "DecoupledAttention":
-        """The seed's computation: one head, no value projection, √dim temperature (masks optional)."""
+    def blog_faithful(cls, dim: int) -> "DecoupledAttention":
+        """The blog's computation: one head, no value projection, √dim temperature (masks optional)."""
         return cls(dim, dim, dim, heads=1, use_value=False)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:

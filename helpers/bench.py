@@ -1,8 +1,8 @@
-"""How much faster is the course's feature extraction than the seed's one-input-at-a-time loop?
+"""How much faster is the course's feature extraction than the blog's one-input-at-a-time loop?
 
 `python -m helpers.bench extract [--images 128] [--captions 1024] [--repeats 2] [--sweep]` runs, in
-one process and on the same inputs, the seed-style loop (one image: open, seed transform, forward;
-one caption: tokenize, forward) and the course's pipeline (batches, the CNN as one fused oneDNN
+one process and on the same inputs, the blog's loop (one image: open, the blog's transform, forward;
+one caption: tokenize, forward with the attention mask) and the course's pipeline (batches, the CNN as one fused oneDNN
 Graph on CPU, inference_mode, length-sorted caption batches). Each is run `repeats` times,
 alternating, and the fastest run counts, so a busy machine hurts both sides alike. One-off set-up
 (loading models, tracing the graph) is paid before timing and reported on its own. `--sweep` also
@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .config import get_device
-from .encoders import load_image_encoder, load_text_encoder, seed_transform
+from .encoders import blog_transform, load_image_encoder, load_text_encoder
 from .features import (default_image_batch, default_num_workers, extract_image_features, extract_text_features,
                        use_graph)
 
@@ -58,9 +58,9 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def seed_image_loop(subset, image_ids, encoder) -> None:
-    """The seed's way: for each image, open it, apply the seed transform, run the model on a batch of one."""
-    transform = seed_transform()
+def blog_image_loop(subset, image_ids, encoder) -> None:
+    """The blog's way: for each image, open it, apply the blog's transform, run the model on a batch of one."""
+    transform = blog_transform()
     encoder.eval()
     for image_id in image_ids:
         x = transform(subset.load_image(image_id)).unsqueeze(0)
@@ -68,18 +68,19 @@ def seed_image_loop(subset, image_ids, encoder) -> None:
             encoder(x)
 
 
-def seed_caption_loop(captions, encoder) -> None:
-    """The seed's way: for each caption, tokenize it and run the model on a batch of one (input_ids only)."""
+def blog_caption_loop(captions, encoder) -> None:
+    """The blog's way: for each caption, tokenize it and run the model on a batch of one
+    (`self.model(**inputs)`: input ids and attention mask, as the blog passes them)."""
     encoder.eval()
     for caption in captions:
-        ids = encoder.tokenizer(caption, return_tensors="pt", truncation=True,
-                                max_length=encoder.max_length)["input_ids"]
+        inputs = encoder.tokenizer(caption, return_tensors="pt", padding=True, truncation=True,
+                                   max_length=encoder.max_length)
         with torch.no_grad():
-            encoder.model(ids)
+            encoder.model(**inputs)
 
 
 def course_images(subset, image_ids, encoder, s: ExtractSettings, device: str = "cpu") -> None:
-    extract_image_features(subset, image_ids, encoder, seed_transform(), batch_size=s.image_batch,
+    extract_image_features(subset, image_ids, encoder, blog_transform(), batch_size=s.image_batch,
                            num_workers=s.num_workers, device=device, channels_last=s.channels_last,
                            amp=s.amp, fuse_bn=s.fuse_bn, graph=s.graph, progress=False)
 
@@ -106,7 +107,7 @@ def _warm_up(subset, image_ids, image_encoder, text_encoder, settings: ExtractSe
 def bench_extract(n_images: int = 128, n_captions: int = 1024, repeats: int = 2, subset=None,
                   settings: ExtractSettings | None = None, image_encoder="auto", text_encoder="auto",
                   verbose: bool = True) -> pd.DataFrame:
-    """Seed-style loop vs the course pipeline on the same inputs, on CPU -> one row per (modality, pipeline)."""
+    """The blog's loop vs the course pipeline on the same inputs, on CPU -> one row per (modality, pipeline)."""
     if subset is None:
         from .data import load_subset
 
@@ -119,25 +120,25 @@ def bench_extract(n_images: int = 128, n_captions: int = 1024, repeats: int = 2,
     setup_s = _warm_up(subset, image_ids, ienc, tenc, settings)
     if verbose:
         print(f"course pipeline set-up, paid once per process (one batch included): {setup_s:.1f} s", flush=True)
-    runs = {k: [] for k in ["images/seed", "images/course", "captions/seed", "captions/course"]}
+    runs = {k: [] for k in ["images/blog", "images/course", "captions/blog", "captions/course"]}
     for rep in range(repeats):
-        runs["images/seed"].append(timed(lambda: seed_image_loop(subset, image_ids, ienc)))
+        runs["images/blog"].append(timed(lambda: blog_image_loop(subset, image_ids, ienc)))
         runs["images/course"].append(timed(lambda: course_images(subset, image_ids, ienc, settings)))
-        runs["captions/seed"].append(timed(lambda: seed_caption_loop(captions, tenc)))
+        runs["captions/blog"].append(timed(lambda: blog_caption_loop(captions, tenc)))
         runs["captions/course"].append(timed(lambda: course_captions(captions, tenc, settings)))
         if verbose:
             print(f"repeat {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in runs.items()),
                   flush=True)
     rows = []
     for modality, n, enc in [("images", len(image_ids), ienc.name), ("captions", len(captions), tenc.name)]:
-        seed_s, course_s = min(runs[f"{modality}/seed"]), min(runs[f"{modality}/course"])
+        blog_s, course_s = min(runs[f"{modality}/blog"]), min(runs[f"{modality}/course"])
         how = settings.describe(modality)
-        rows.append({"modality": modality, "encoder": enc, "pipeline": "seed loop (one at a time)",
-                     "inputs": n, "seconds": round(seed_s, 2), "inputs_per_s": round(n / seed_s, 1),
+        rows.append({"modality": modality, "encoder": enc, "pipeline": "the blog's loop (one at a time)",
+                     "inputs": n, "seconds": round(blog_s, 2), "inputs_per_s": round(n / blog_s, 1),
                      "speedup": 1.0, "setup_s": 0.0})
         rows.append({"modality": modality, "encoder": enc, "pipeline": f"course ({how})", "inputs": n,
                      "seconds": round(course_s, 2), "inputs_per_s": round(n / course_s, 1),
-                     "speedup": round(seed_s / course_s, 2),
+                     "speedup": round(blog_s / course_s, 2),
                      "setup_s": round(setup_s, 1) if modality == "images" else 0.0})
     return pd.DataFrame(rows)
 
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("extract", help="seed loop vs course pipeline, images and captions")
+    p = sub.add_parser("extract", help="the blog's loop vs course pipeline, images and captions")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--captions", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=3)

@@ -65,8 +65,8 @@ def file_identity(path: Path | None) -> dict:
 # ------------------------------------------------------------------------------------ images
 
 
-def seed_transform() -> transforms.Compose:
-    """The seed's preprocessing: squash to 224x224, to tensor, ImageNet normalisation."""
+def blog_transform() -> transforms.Compose:
+    """The blog's preprocessing: squash to 224x224, to tensor, ImageNet normalisation."""
     return transforms.Compose([
         transforms.Resize((IMAGE_SIZE, IMAGE_SIZE)),
         transforms.ToTensor(),

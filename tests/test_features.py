@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from helpers import features
 from helpers.config import PATHS
-from helpers.encoders import (Choice, ImageEncoder, aspect_transform, load_image_encoder, load_text_encoder,
-                              seed_transform)
+from helpers.encoders import (Choice, ImageEncoder, aspect_transform, blog_transform, load_image_encoder,
+                              load_text_encoder)
 from helpers.features import (cache_file, cached_image_features, cached_text_features, extract_image_features,
                               extract_text_features, image_cache_key, load_course_features, pack)
 
@@ -103,19 +103,19 @@ def test_pack_hand_computed():
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_image_extraction_matches_one_at_a_time(subset, image_encoder, num_workers):
     ids = subset.image_ids
-    regions, pooled = extract_image_features(subset, ids, image_encoder, seed_transform(), batch_size=3,
+    regions, pooled = extract_image_features(subset, ids, image_encoder, blog_transform(), batch_size=3,
                                              num_workers=num_workers, device="cpu", progress=False)
     assert regions.shape == (len(ids), 49, 1280) and pooled.shape == (len(ids), 1280)
     assert regions.dtype == pooled.dtype == torch.float16
     torch.testing.assert_close(pooled.float(), regions.float().mean(1), atol=2e-3, rtol=2e-3)
     with torch.no_grad():   # last image alone (it sits in a partial batch): batching changes nothing
-        r1, _ = image_encoder(seed_transform()(subset.load_image(ids[-1]))[None])
+        r1, _ = image_encoder(blog_transform()(subset.load_image(ids[-1]))[None])
     torch.testing.assert_close(regions[-1].float(), r1[0], atol=2e-2, rtol=1e-2)
 
 
 def test_graph_and_eager_kernels_agree_and_the_last_batch_is_padded(subset, image_encoder):
     ids = subset.image_ids   # batches of 3: the last one is short, and is zero-padded to 3 for the graph
-    run = lambda graph: extract_image_features(subset, ids, image_encoder, seed_transform(), batch_size=3,  # noqa
+    run = lambda graph: extract_image_features(subset, ids, image_encoder, blog_transform(), batch_size=3,  # noqa
                                                device="cpu", graph=graph, progress=False)
     (rg, pg), (re, pe) = run(True), run(False)
     assert rg.shape == re.shape == (len(ids), 49, 1280) and len(ids) % 3
@@ -129,8 +129,8 @@ def test_a_graph_that_cannot_be_built_falls_back_to_eager_with_a_warning(subset,
     monkeypatch.setattr(ImageEncoder, "graph_copy", lambda self, x: (_ for _ in ()).throw(RuntimeError("no jit")))
     ids = subset.image_ids[:2]
     with pytest.warns(UserWarning, match="no jit.*eager kernels instead"):
-        regions, _ = extract_image_features(subset, ids, enc, seed_transform(), device="cpu", progress=False)
-    eager, _ = extract_image_features(subset, ids, enc, seed_transform(), device="cpu", graph=False, progress=False)
+        regions, _ = extract_image_features(subset, ids, enc, blog_transform(), device="cpu", progress=False)
+    eager, _ = extract_image_features(subset, ids, enc, blog_transform(), device="cpu", graph=False, progress=False)
     torch.testing.assert_close(regions.float(), eager.float(), atol=1e-2, rtol=1e-2)
 
 
@@ -167,7 +167,7 @@ def test_image_cache_hit_skips_the_encoder(subset, image_encoder, tmp_path):
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     (path,) = tmp_path.glob("*.safetensors")
     assert path.name.startswith("image-mobilenet_v2-")
-    key = image_cache_key(image_encoder.choice, seed_transform(), ids, kernels="onednn-graph")
+    key = image_cache_key(image_encoder.choice, blog_transform(), ids, kernels="onednn-graph")
     assert path == cache_file(key, tmp_path)
 
 
@@ -227,7 +227,7 @@ def test_wrong_shapes_or_stale_key_are_rebuilt_with_a_warning(subset, image_enco
     ids = subset.image_ids[:2]
     cached_image_features(subset, ids, image_encoder, cache_dir=tmp_path, num_workers=0, progress=False)
     path = _first_cache_file(tmp_path)
-    key = image_cache_key(image_encoder.choice, seed_transform(), ids, kernels="onednn-graph")
+    key = image_cache_key(image_encoder.choice, blog_transform(), ids, kernels="onednn-graph")
     bad = {"regions": torch.zeros(2, 49, 7, dtype=torch.float16), "pooled": torch.zeros(2, 7, dtype=torch.float16),
            "image_ids": torch.tensor(ids)}
     save_file(bad, str(path), metadata={"key": json.dumps(key, sort_keys=True)})

@@ -58,8 +58,8 @@ def test_padding_does_not_change_scores(fs):
         assert torch.allclose(a, b, atol=1e-5), name
 
 
-def test_seed_attention_option_builds_the_blogs_module():
-    model = build_model("decoupled", attention="seed", **SMALL)
+def test_blog_attention_option_builds_the_blogs_module():
+    model = build_model("decoupled", attention="blog", **SMALL)
     assert model.attn.value is None
 
 
