@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/course
-NBVAL := --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env
+# A cell may run for long on a slow CPU (06 trains and scores 12 runs in one cell): 2 h, not nbval's 2000 s.
+NBVAL := --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env --nbval-cell-timeout=7200
 # The kernel talks to nbconvert over 127.0.0.1 only; ipykernel 7 still warns that this TCP is unencrypted
 # at WARNING level, which reads like a security problem in a learner's log. Its errors are still shown.
 EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=1800 --log-level=WARN \
