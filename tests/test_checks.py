@@ -21,16 +21,16 @@ def refs(tmp_path, monkeypatch):
 
 def test_within_tolerance_prints_one_line_that_names_no_measured_digit(refs, capsys):
     checks.expect(184.9, "x.rsum", "test_rsum")
-    assert capsys.readouterr().out == "checked: value within ±4 of the committed reference 'x.rsum'\n"
+    assert capsys.readouterr().out == "checked: value within ±2 of the committed reference 'x.rsum'\n"
 
 
 def test_a_moved_value_fails_with_its_name_and_both_numbers(refs):
-    with pytest.raises(AssertionError, match=r"x.rsum = 170.*reference 183.7.*±4"):
+    with pytest.raises(AssertionError, match=r"x.rsum = 170.*reference 183.7.*±2"):
         checks.expect(170.0, "x.rsum", "test_rsum")
 
 
 def test_tables_strings_and_missing_entries(refs):
-    ok = pd.DataFrame({"mean": [12.3], "verdict": ["supported"]}, index=["joint"])
+    ok = pd.DataFrame({"mean": [12.6], "verdict": ["supported"]}, index=["joint"])
     checks.expect(ok, "x.table", "test_recall")
     with pytest.raises(AssertionError, match="must be equal"):
         checks.expect(ok.assign(verdict="inconclusive"), "x.table", "test_recall")
