@@ -122,12 +122,12 @@ def prepare_joint_images(model, regions: torch.Tensor) -> dict:
 
 
 @torch.inference_mode()
-def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_rows: torch.Tensor,
-                   chunk: int = 128) -> torch.Tensor | None:
+def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_rows: torch.Tensor
+                   ) -> torch.Tensor | None:
     """`models.score_all` for the models this module knows (-> (N_img, N_cap)), else None."""
-    from .models import DecoupledModel, DecoupledPlusModel, DualEncoder, JointModel
+    from .models import DecoupledModel, DecoupledPlusModel, JointModel
 
-    if isinstance(model, DualEncoder) or not isinstance(model, (DecoupledModel, DecoupledPlusModel, JointModel)):
+    if not isinstance(model, (DecoupledModel, DecoupledPlusModel, JointModel)):
         return None                                                             # dual: one GEMM already
     regions, pooled = features.image_batch(image_rows)
     img = model.encode_images(regions.to(device), pooled.to(device))
@@ -135,8 +135,9 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
         if isinstance(model, DecoupledModel) and model.cfg.attention == "blog":
             return None                                                         # padding counts there
         lengths = features.lengths()[caption_rows]
-        tokens = torch.cat([features.tokens[features.offsets[c]:features.offsets[c + 1]]
-                            for c in caption_rows.tolist()]).float().to(device)
+        starts = features.offsets[caption_rows]                                 # the captions' packed token rows
+        rows = torch.repeat_interleave(starts - torch.cat([starts.new_zeros(1), lengths.cumsum(0)[:-1]]), lengths)
+        tokens = features.tokens[rows + torch.arange(int(lengths.sum()))].float().to(device)
         mask = torch.ones(len(tokens), 1, dtype=torch.bool, device=device)
         words = model.encode_texts(tokens[:, None], mask, None)["words"][:, 0]  # (N_tok, D): per token
         return packed_word_region_scores(model.attn, words, lengths, img["regions"]).t().contiguous()
