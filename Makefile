@@ -15,7 +15,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=1800 --log-leve
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh clean
+.PHONY: venv data course test unit notebooks refresh search clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,11 @@ refresh: data
 	@rm -f notebooks/references.json
 	@for nb in $(NOTEBOOKS); do echo "== refreshing $$nb"; \
 	  COURSE_RECORD_REFERENCES=1 $(PY) -m jupyter nbconvert $(EXECUTE) --inplace $$nb || exit 1; done
+
+# Maintainers: the learning-rate x temperature search for every model (about 30 min on 2 cores), outside
+# the tests; it writes notebooks/search-cpu.csv, which is committed and which notebook 05 re-checks.
+search: data
+	@$(PY) -m helpers.tuning --budget cpu
 
 clean:
 	rm -rf runs results data/cache

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="headline results so far")
     s.add_argument("--executed", type=Path, help="folder of executed notebooks to list")
     r = sub.add_parser("reproduce", help="prepare, extract, train every model with N seeds, evaluate, write results/")
-    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 5 for decoupled and joint, 3 for the others)")
     r.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
-    r.add_argument("--models", nargs="+", default=None, help="subset of: dual joint decoupled decoupled_plus")
+    r.add_argument("--models", nargs="+", default=None, help="subset of the models (default: the factorial and blog)")
     args = parser.parse_args(argv)
     if args.command == "summary":
         summary(args.executed)

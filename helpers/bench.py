@@ -203,20 +203,27 @@ def peak_matmul_rate(n: int = 2048, repeats: int = 5) -> float:
 def scoring_flops(model, fs) -> float:
     """Floating-point operations of a model's big products when scoring all of `fs` (real words only).
 
-    decoupled / decoupled_plus: word-region logits and word-region similarities, 2·N_tok·N_img·R·D each.
-    joint: the word-region affinity (2·N_tok·N_img·R·D), the attended regions per caption
-    (2·N_cap·N_img·R·D) and the attended words per image (2·N_tok·N_img·D).
+    Every attention model: the word-region logits, 2·N_tok·N_img·R·D. Per-word text -> image heads
+    (decoupled, blog, decoupled_plus) add the word-region similarities (2·N_tok·N_img·R·D) and αᵀGα
+    (2·N_tok·N_img·R²); the pooled one adds the attended regions per caption (2·N_cap·N_img·R·D).
+    Both ways (joint) adds the attended regions per caption (2·N_cap·N_img·R·D; per word with the
+    per-word head, 2·N_tok·N_img·R·D) and the attended words per image (2·N_tok·N_img·D).
     """
-    from .models import JointModel
-
     n_tok, n_cap, n_img, r = len(fs.tokens), fs.n_captions, fs.n_images, fs.regions.shape[1]
     d = model.cfg.dim
-    if isinstance(model, JointModel):
-        return 2.0 * n_tok * n_img * r * d + 2.0 * n_cap * n_img * r * d + 2.0 * n_tok * n_img * d
-    return 2 * 2.0 * n_tok * n_img * r * d
+    logits = 2.0 * n_tok * n_img * r * d
+    flow, head = getattr(model.cfg, "flow", "text_to_image"), getattr(model.cfg, "head", "words")
+    if flow == "none":
+        return 2.0 * n_tok * d + 2.0 * n_cap * n_img * d
+    if flow == "both":
+        attended = (n_tok if head == "words" else n_cap) * 2.0 * n_img * r * d
+        return logits + attended + 2.0 * n_tok * n_img * d
+    if head == "pooled":
+        return logits + 2.0 * n_cap * n_img * r * d
+    return 2 * logits + 2.0 * n_tok * n_img * r * r
 
 
-def bench_score(model_names=("joint", "decoupled", "decoupled_plus"), fs=None, repeats: int = 1,
+def bench_score(model_names=("decoupled", "joint", "joint_words"), fs=None, repeats: int = 1,
                 verbose: bool = True) -> pd.DataFrame:
     """1K-test scoring of each attention model: the readable chunked path, the tiled path, and the floor
     (big-product flops / the peak rate measured in this run) -> one row per model."""
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the CNN as a fused oneDNN Graph (default: on CPU without --amp)")
     p.add_argument("--sweep", action="store_true", help="also time each candidate setting (and CUDA if present)")
     s = sub.add_parser("score", help="1K-test scoring of each attention model: readable vs tiled vs the floor")
-    s.add_argument("--models", nargs="+", default=["joint", "decoupled", "decoupled_plus"])
+    s.add_argument("--models", nargs="+", default=["decoupled", "joint", "joint_words"])
     s.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)

@@ -1,7 +1,7 @@
 """Speed code: score every test image against every test caption near the matrix-multiply limit.
 
 Nothing here changes what a model computes; it changes the order and the memory layout. The lines a
-learner reads are `models.word_region_scores` and `JointModel.score`: they build one
+learner reads are `models.FactorialModel.word_vectors` and `models.head_scores`: they build one
 (captions, words, images, regions) tensor per chunk of captions, hundreds of MB that stream through
 main memory several times (softmax, product, sum), so they run memory-bound at a fraction of the CPU's
 arithmetic rate. The versions here
@@ -37,47 +37,55 @@ def _caption_tiles(lengths: torch.Tensor, words_per_tile: int = WORD_TILE):
     return tiles
 
 
+def _mean_matrix(lengths: torch.Tensor) -> torch.Tensor:
+    """(C,) words per caption -> (C, W) averaging matrix: row c holds 1/T_c on caption c's packed words."""
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    mean = torch.zeros(len(lengths), int(lengths.sum()))
+    mean[owner, torch.arange(len(owner))] = 1.0 / lengths[owner].float()
+    return mean
+
+
 @torch.inference_mode()
-def packed_word_region_scores(attn, words: torch.Tensor, lengths: torch.Tensor, regions: torch.Tensor,
-                              word_tile: int | None = None, image_tile: int | None = None) -> torch.Tensor:
+def packed_t2i_scores(attn, words: torch.Tensor, lengths: torch.Tensor, regions: torch.Tensor,
+                      head: str = "words", use_value: bool = True,
+                      word_tile: int | None = None, image_tile: int | None = None) -> torch.Tensor:
     """(N_tok, D) packed real words, (N_cap,) words per caption, (N_img, R, D) regions -> (N_cap, N_img).
 
-    The same score as `models.word_region_scores` (mean over a caption's real words of
-    Σ_r softmax_r(q·k/τ) cos(w, v_r)), tile by tile.
+    The text -> image scores of `models.FactorialModel` tile by tile, a_t = Σ_r softmax_r(q·k/τ) v_r:
+    head "words" = mean_t cos(w_t, a_t); head "pooled" = cos(mean_t w_t, mean_t a_t).
+    `use_value=False` attends over the regions themselves (the blog). One attention head.
     """
     word_tile, image_tile = word_tile or WORD_TILE, image_tile or IMAGE_TILE
-    n_img, r, d = regions.shape
-    dh = d // attn.heads
+    n_img = len(regions)
     q = attn.query(words) / attn.temperature                                   # (N_tok, D)
-    w = F.normalize(words, dim=-1)
     k = attn.key(regions)                                                      # (N_img, R, D)
-    v = F.normalize(attn.value(regions) if attn.value is not None else regions, dim=-1)
+    v = attn.value(regions) if use_value else regions
+    gram = v @ v.transpose(1, 2)                                               # (N_img, R, R): |a|² = αᵀGα
     offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
     out = torch.empty(len(lengths), n_img)
     for c0, c1 in _caption_tiles(lengths, word_tile):
         t0, t1 = int(offsets[c0]), int(offsets[c1])
-        # (captions, words) averaging matrix: row c holds 1/T_c on caption c's words
-        owner = torch.repeat_interleave(torch.arange(c1 - c0), lengths[c0:c1])
-        mean = torch.zeros(c1 - c0, t1 - t0)
-        mean[owner, torch.arange(t1 - t0)] = 1.0 / lengths[c0:c1][owner].float()
+        mean = _mean_matrix(lengths[c0:c1])                                    # (C, W)
+        w = words[t0:t1]
+        w_norm = w.norm(dim=-1).clamp_min(1e-8)
         for i0 in range(0, n_img, image_tile):
             i1 = min(i0 + image_tile, n_img)
-            per_word = 0
-            for h in range(attn.heads):
-                sl = slice(h * dh, (h + 1) * dh)
-                kh = k[i0:i1, :, sl].reshape(-1, dh)
-                vh = v[i0:i1, :, sl].reshape(-1, dh)
-                alpha = torch.softmax((q[t0:t1, sl] @ kh.t()).view(t1 - t0, i1 - i0, r), dim=-1)
-                sim = (w[t0:t1, sl] @ vh.t()).view(t1 - t0, i1 - i0, r)
-                per_word = per_word + torch.linalg.vecdot(alpha, sim)            # (words, images)
-            out[c0:c1, i0:i1] = mean @ per_word
+            alpha = torch.matmul(k[i0:i1], q[t0:t1].t()).softmax(1)           # (m, R, W)
+            if head == "words":                                                # cos(w, a) = α·(V w) / (|w| √(αᵀGα))
+                num = (alpha * torch.matmul(v[i0:i1], w.t())).sum(1)           # (m, W)
+                a_norm = (alpha * (gram[i0:i1] @ alpha)).sum(1).clamp_min(1e-16).sqrt()
+                out[c0:c1, i0:i1] = mean @ (num / (a_norm * w_norm).clamp_min(1e-8)).t()
+            else:
+                a_bar = torch.matmul(v[i0:i1].transpose(1, 2), alpha @ mean.t())  # (m, D, C) = Σ_r ᾱ_r v_r
+                out[c0:c1, i0:i1] = F.cosine_similarity(a_bar, (mean @ w).t()[None], dim=1).t()
     return out
 
 
 @torch.inference_mode()
-def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
+def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict, head: str = "pooled",
                  image_tile: int | None = None) -> torch.Tensor:
-    """(Nt, T, D) words, (Nt, T) mask, `prepare_joint_images` of Ni images -> (Ni, Nt): `JointModel.score`.
+    """(Nt, T, D) words, (Nt, T) mask, `prepare_joint_images` of Ni images -> (Ni, Nt): the scores of
+    `models.FactorialModel` with flow "both" (`joint` with head "pooled", `joint_words` with "words").
 
     Both softmaxes (over regions for the words, over words for the regions) share one exponential:
     E = exp(affinity - c) with c the largest affinity of the (caption, image) pair, so each tile is
@@ -104,52 +112,147 @@ def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
         z_words = e.sum(1)                                                     # (Nt, m, R)
         if (z_regions.masked_fill(~mask[:, :, None], 1.0) < 1e-20).any() or (z_words < 1e-20).any():
             aff = (q @ k1[i0:i1].reshape(-1, d + 1).t()).view(nt, t, i1 - i0, r)
-            alpha_bar = torch.einsum("ntmr,nt->nmr", torch.softmax(aff, -1), share)
+            alpha = torch.softmax(aff, -1)
             beta_bar = torch.softmax(aff, 1).mean(-1)
         else:
-            # alpha_bar = Σ_t share_t e / z_regions;  beta_bar = mean_r e / z_words
-            alpha_bar = torch.linalg.vecdot(e, (share[..., None] / z_regions.clamp_min(1e-30))[..., None], dim=1)   # (Nt, m, R)
+            alpha = e / z_regions.clamp_min(1e-30)[..., None]                 # (Nt, T, m, R)
             beta_bar = torch.linalg.vecdot(e, (1 / (r * z_words))[:, None], dim=-1)              # (Nt, T, m)
-        text_mix = w_bar[:, None] + torch.bmm(alpha_bar.transpose(0, 1), values[i0:i1]).transpose(0, 1)
-        image_mix = mean[i0:i1, None] + torch.bmm(beta_bar.transpose(1, 2), u).transpose(0, 1)
-        out[i0:i1] = F.cosine_similarity(image_mix, text_mix.transpose(0, 1), dim=-1)
+        image_mix = mean[i0:i1, None] + torch.bmm(beta_bar.transpose(1, 2), u).transpose(0, 1)   # (m, Nt, D)
+        if head == "pooled":
+            alpha_bar = torch.linalg.vecdot(alpha, share[..., None, None], dim=1)                # (Nt, m, R)
+            text_mix = w_bar[:, None] + torch.bmm(alpha_bar.transpose(0, 1), values[i0:i1]).transpose(0, 1)
+            out[i0:i1] = F.cosine_similarity(image_mix, text_mix.transpose(0, 1), dim=-1)
+        else:
+            a = torch.bmm(alpha.permute(2, 0, 1, 3).reshape(i1 - i0, nt * t, r), values[i0:i1])  # (m, Nt*T, D)
+            text_t = words.reshape(1, nt * t, d) + a
+            cos = F.cosine_similarity(text_t.view(i1 - i0, nt, t, d), image_mix[:, :, None], dim=-1)
+            out[i0:i1] = (cos * share).sum(-1)                                                   # (m, Nt)
     return out
 
 
 def prepare_joint_images(model, regions: torch.Tensor) -> dict:
-    """(Ni, R, D) projected regions -> keys, values (Ni, R, D) and mean region (Ni, D) of `JointModel`."""
+    """(Ni, R, D) projected regions -> keys, values (Ni, R, D) and mean region (Ni, D) of a "both" model."""
     return {"keys": model.attn.key(regions), "values": model.attn.value(regions), "mean": regions.mean(1)}
+
+
+def packed_words(model, features, caption_rows: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (N_tok, D) the captions' projected real words, packed in caption order, and (N_cap,) their lengths."""
+    lengths = features.lengths()[caption_rows]
+    starts = features.offsets[caption_rows]                                 # the captions' packed token rows
+    rows = torch.repeat_interleave(starts - torch.cat([starts.new_zeros(1), lengths.cumsum(0)[:-1]]), lengths)
+    tokens = features.tokens[rows + torch.arange(int(lengths.sum()))].float().to(device)
+    mask = torch.ones(len(tokens), 1, dtype=torch.bool, device=device)
+    return model.encode_texts(tokens[:, None], mask, None)["words"][:, 0], lengths
 
 
 @torch.inference_mode()
 def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_rows: torch.Tensor
                    ) -> torch.Tensor | None:
     """`models.score_all` for the models this module knows (-> (N_img, N_cap)), else None."""
-    from .models import DecoupledModel, DecoupledPlusModel, JointModel
+    from .models import BlogModel, DecoupledPlusModel, FactorialModel
 
-    if not isinstance(model, (DecoupledModel, DecoupledPlusModel, JointModel)):
-        return None                                                             # dual: one GEMM already
+    if not isinstance(model, (FactorialModel, BlogModel, DecoupledPlusModel)):
+        return None
     regions, pooled = features.image_batch(image_rows)
-    img = model.encode_images(regions.to(device), pooled.to(device))
-    if isinstance(model, (DecoupledModel, DecoupledPlusModel)):
-        if isinstance(model, DecoupledModel) and model.cfg.attention == "blog":
-            return None                                                         # padding counts there
-        lengths = features.lengths()[caption_rows]
-        starts = features.offsets[caption_rows]                                 # the captions' packed token rows
-        rows = torch.repeat_interleave(starts - torch.cat([starts.new_zeros(1), lengths.cumsum(0)[:-1]]), lengths)
-        tokens = features.tokens[rows + torch.arange(int(lengths.sum()))].float().to(device)
-        mask = torch.ones(len(tokens), 1, dtype=torch.bool, device=device)
-        words = model.encode_texts(tokens[:, None], mask, None)["words"][:, 0]  # (N_tok, D): per token
-        return packed_word_region_scores(model.attn, words, lengths, img["regions"]).t().contiguous()
-    if isinstance(model, JointModel):
-        prepared = prepare_joint_images(model, img["regions"])
-        lengths = features.lengths()[caption_rows]
-        order = lengths.argsort()
-        out = torch.empty(len(image_rows), len(caption_rows))
-        for c0, c1 in _caption_tiles(lengths[order].max().expand(len(order)), WORD_TILE):
-            cols = order[c0:c1]                           # sorted by length: each chunk pads little
-            tokens, mask, tpooled = features.text_batch(caption_rows[cols])
-            txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
-            out[:, cols] = joint_scores(model, txt["words"], txt["mask"], prepared).float().cpu()
-        return out
-    return None
+    regions = model.encode_images(regions.to(device), pooled.to(device))["regions"]
+    flow, head = model.cfg.flow, model.cfg.head
+    if isinstance(model, BlogModel):
+        # Every caption is padded to the longest (as one batch would be), and the blog's mean runs over
+        # all positions. A pad token is the zero vector, so every pad is the same word p: its cosine is
+        # computed once per image and added (P - T_c) times to caption c's sum over its real words.
+        words, lengths = packed_words(model, features, caption_rows, device)
+        pad = model.text_proj(torch.zeros(1, model.cfg.text_dim, device=device))        # (1, D)
+        real = packed_t2i_scores(model.attn, words, lengths, regions, use_value=False)  # (N_cap, N_img)
+        pad_cos = packed_t2i_scores(model.attn, pad, lengths.new_ones(1), regions, use_value=False)
+        p = int(features.lengths().max())
+        return ((real * lengths[:, None] + (p - lengths)[:, None] * pad_cos) / p).t().contiguous()
+    if flow == "none":
+        words, lengths = packed_words(model, features, caption_rows, device)
+        mean = _mean_matrix(lengths)
+        image = F.normalize(model.attn.value(regions).mean(1), dim=-1)                   # (N_img, D)
+        text = mean @ (F.normalize(words, dim=-1) if head == "words" else words)         # (N_cap, D)
+        return image @ (text if head == "words" else F.normalize(text, dim=-1)).t()
+    if flow == "text_to_image":
+        words, lengths = packed_words(model, features, caption_rows, device)
+        return packed_t2i_scores(model.attn, words, lengths, regions, head).t().contiguous()
+    prepared = prepare_joint_images(model, regions)
+    lengths = features.lengths()[caption_rows]
+    order = lengths.argsort()
+    out = torch.empty(len(image_rows), len(caption_rows))
+    for c0, c1 in _caption_tiles(lengths[order].max().expand(len(order)), WORD_TILE):
+        cols = order[c0:c1]                           # sorted by length: each chunk pads little
+        tokens, mask, tpooled = features.text_batch(caption_rows[cols])
+        txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
+        out[:, cols] = joint_scores(model, txt["words"], txt["mask"], prepared, head).float().cpu()
+    return out
+
+
+# ------------------------------------------------------------------------- training batches
+# The same scores as `FactorialModel.score` / `BlogModel.score` for a (B, B) training batch, with
+# gradients, but without the (captions, words, images, D) tensor of attended vectors: with a_t = Σ_r α_r v_r,
+#   w·a_t = Σ_r α_r (w·v_r)   and   |a_t|² = αᵀ G α,  G = V Vᵀ (R x R per image),
+# so every big tensor is (images, R, words): 2.6x smaller than (images, D, words) at R = 49, D = 128,
+# and laid out so each product is a batched GEMM with no permuted copies (fwd + bwd ~4x faster).
+
+def _attention_and_sims(attn, words, regions, values):
+    """-> α (Ni, R, W) softmax over regions, sim (Ni, R, W) = v_r·w, |a|² (Ni, W), for W = Nt*T flat words."""
+    nt, t, d = words.shape
+    w = words.reshape(nt * t, d)
+    alpha = (torch.matmul(attn.key(regions), attn.query(w).t()) / attn.temperature).softmax(1)
+    sim = torch.matmul(values, w.t())
+    gram = values @ values.transpose(1, 2)                                      # (Ni, R, R)
+    a_sq = (alpha * (gram @ alpha)).sum(1)                                     # (Ni, W)
+    return alpha, sim, a_sq
+
+
+def batch_scores(model, img: dict, txt: dict) -> torch.Tensor | None:
+    """(Ni, Nt) differentiable scores of a training batch for the factorial's models, `blog` and
+    `decoupled_plus`; None for a model class this module does not know."""
+    from .models import BlogModel, DecoupledPlusModel, FactorialModel
+
+    words, mask, regions = txt["words"], txt["mask"], img["regions"]
+    (nt, t, d), ni = words.shape, len(regions)
+    w_norm = words.norm(dim=-1).reshape(1, nt * t)
+    if isinstance(model, BlogModel):                                            # no value, no mask
+        alpha, sim, a_sq = _attention_and_sims(model.attn, words, regions, regions)
+        cos = (alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)
+        return cos.view(ni, nt, t).mean(-1)
+    if not isinstance(model, (FactorialModel, DecoupledPlusModel)):
+        return None
+    if model.cfg.flow == "none":                                                # image_t = v̄ for every word
+        image = F.normalize(model.attn.value(regions).mean(1), dim=-1)         # (Ni, D)
+        share = mask.float() / mask.float().sum(1, keepdim=True)
+        if model.cfg.head == "words":                                           # mean_t cos(w_t, v̄) = (mean_t ŵ_t)·v̂
+            return image @ torch.einsum("ntd,nt->nd", F.normalize(words, dim=-1), share).t()
+        return image @ F.normalize(torch.einsum("ntd,nt->nd", words, share), dim=-1).t()
+    share = (mask.float() / mask.float().sum(1, keepdim=True))                  # (Nt, T)
+    values = model.attn.value(regions)
+    if model.cfg.head != "words":
+        # pooled: mean_t a_t = Σ_r ᾱ_r v_r with ᾱ = mean_t α_t, so no per-word attended vector is needed
+        affinity = (torch.matmul(model.attn.key(regions), model.attn.query(words.reshape(nt * t, d)).t())
+                    / model.attn.temperature)                                   # (Ni, R, Nt*T)
+        alpha_bar = (affinity.softmax(1).view(ni, -1, nt, t) * share).sum(-1)   # (Ni, R, Nt)
+        a_bar = torch.bmm(values.transpose(1, 2), alpha_bar)                    # (Ni, D, Nt)
+        w_bar = torch.einsum("ntd,nt->dn", words, share)                        # (D, Nt)
+        if model.cfg.flow == "text_to_image":
+            return F.cosine_similarity(a_bar, w_bar[None], dim=1)
+        # both ways: (w̄ + ā) against r̄ + Σ_t β̄_t u_t, β softmax over real words
+        beta_bar = affinity.view(ni, -1, nt, t).masked_fill(~mask, float("-inf")).softmax(-1).mean(1)
+        image = regions.mean(1)[:, None] + torch.einsum("mnt,ntd->mnd", beta_bar, model.text_value(words))
+        return F.cosine_similarity(image, (w_bar[None] + a_bar).transpose(1, 2), dim=-1)
+    alpha, sim, a_sq = _attention_and_sims(model.attn, words, regions, values)
+    if model.cfg.flow == "text_to_image":
+        cos = (alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)
+        return (cos.view(ni, nt, t) * share).sum(-1)
+    # both ways: text_t = w_t + a_t against g = r̄ + Σ_t β̄_t u_t (one vector per caption and image)
+    r = regions.shape[1]
+    affinity = torch.matmul(model.attn.key(regions), model.attn.query(words.reshape(nt * t, d)).t())
+    affinity = (affinity / model.attn.temperature).view(ni, r, nt, t)
+    beta_bar = affinity.masked_fill(~mask, float("-inf")).softmax(-1).mean(1)  # (Ni, Nt, T)
+    g = regions.mean(1)[:, None] + torch.einsum("mnt,ntd->mnd", beta_bar, model.text_value(words))
+    vg = torch.bmm(values, g.transpose(1, 2))                                   # (Ni, R, Nt)
+    a_g = (alpha.view(ni, r, nt, t) * vg[..., None]).sum(1)                    # (Ni, Nt, T)
+    w_g = torch.einsum("ntd,mnd->mnt", words, g)
+    text_sq = (w_norm ** 2 + 2 * (alpha * sim).sum(1) + a_sq).view(ni, nt, t)
+    cos = (w_g + a_g) / (text_sq.clamp_min(1e-16).sqrt() * g.norm(dim=-1)[..., None]).clamp_min(1e-8)
+    return (cos * share).sum(-1)

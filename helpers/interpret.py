@@ -37,9 +37,9 @@ def caption_tokens(tokenizer, caption: str) -> list[str]:
 # ---------------------------------------------------------------------------- attention
 
 def _check_attention_model(model) -> None:
-    if not hasattr(model, "attn") or not hasattr(model.attn, "query"):
-        raise ValueError(f"{model.cfg.name} has no word -> region attention to look at; "
-                         "use 'decoupled', 'decoupled_plus' (or 'joint', whose words attend too)")
+    if not hasattr(model, "attn") or getattr(model.cfg, "flow", None) == "none":
+        raise ValueError(f"{model.cfg.name} has no word -> region attention to look at (its flow is 'none'); "
+                         "use 'decoupled', 'blog', 'decoupled_plus' (or 'joint', whose words attend too)")
 
 
 @torch.inference_mode()

@@ -171,13 +171,16 @@ def verdict(lo: float, hi: float, claimed: float | None = None) -> str:
     With a claimed improvement c > 0: supported if lo > 0 and hi >= c (a real gain, and c is
     plausible); not supported if hi < c (the whole interval is below c: the true gain is credibly
     smaller than claimed, or absent); otherwise inconclusive.
-    Without a claimed size: supported if lo > 0, not supported if hi <= 0, otherwise inconclusive.
+    "not supported: credibly worse" when the whole interval is below zero.
+    Without a claimed size: "A better" if lo > 0, "A credibly worse" if hi < 0, else "no credible difference".
     """
     if claimed is not None and claimed <= 0:
         raise ValueError(f"claimed must be a positive improvement, got {claimed}; "
                          "for 'no loss' claims use verdict_kept(lo, hi, margin)")
     if claimed is None:
-        return "supported" if lo > 0 else "not supported" if hi <= 0 else "inconclusive"
+        return "A better" if lo > 0 else "A credibly worse" if hi < 0 else "no credible difference"
+    if hi < 0:
+        return "not supported: credibly worse"
     return "supported" if lo > 0 and hi >= claimed else "not supported" if hi < claimed else "inconclusive"
 
 
@@ -356,3 +359,41 @@ def honest_difference(a_ranks_per_seed, b_ranks_per_seed, caption_image, n_boot:
             rows[m] = (a, b, a - b, lo, hi, *rel)
     return pd.DataFrame.from_dict(rows, orient="index",
                                   columns=["A", "B", "diff", "lo", "hi", "rel_%", "rel_lo", "rel_hi"])
+
+
+def honest_rate_difference(a_runs, a_col: str, b_runs=None, b_col: str | None = None, n_boot: int = 2000,
+                           seed: int = 0, level: float = 0.95) -> dict:
+    """Per-seed case tables (DataFrames with image_id and 0/1 or rate columns) -> the difference of two
+    case rates, mean(a_col over A's cases) - mean(b_col over B's cases), averaged over seeds, with a
+    95% interval: se^2 = var over image-cluster bootstrap replicates (an image's cases together, the
+    same images for A and B) + s_A^2 / n_A (+ s_B^2 / n_B) for the seeds; Student-t, Welch df.
+    `b_runs=None` compares two columns of the same runs (paired per seed: one seed term).
+    -> {'diff', 'lo', 'hi', 'seeds_a', 'seeds_b'}.
+    """
+    def per_image(runs, col):                              # (seeds, images) summed column, (images,) counts
+        sums = [df.groupby("image_id")[col].sum().astype(float) for df in runs]
+        index = sums[0].index
+        counts = runs[0].groupby("image_id").size().reindex(index).to_numpy(float)
+        return np.stack([s.reindex(index).to_numpy() for s in sums]), counts, index
+
+    if b_runs is None:
+        runs = [df.assign(_gap=df[a_col].astype(float) - df[b_col].astype(float)) for df in a_runs]
+        g, n, _ = per_image(runs, "_gap")
+        groups = [g]
+    else:
+        ga, n, index = per_image(a_runs, a_col)
+        gb, nb, index_b = per_image(b_runs, b_col)
+        if not index.equals(index_b) or not np.array_equal(n, nb):
+            raise ValueError("A and B must be scored on the same cases (same images, same words)")
+        groups = [ga, -gb]
+    idx = _draw_images(np.random.default_rng(seed), n_boot, len(n))
+    total = n.sum()
+    point = sum(float(g.mean(0).sum() / total) for g in groups)
+    boot = sum(g.mean(0)[idx].sum(1) / n[idx].sum(1) for g in groups)
+    terms = []
+    for g in groups:
+        per_seed = g.sum(1) / total
+        k = len(per_seed)
+        terms.append((float(per_seed.var(ddof=1)) / k if k > 1 else 0.0, k))
+    lo, hi = _t_interval(point, boot, terms, level)
+    return {"diff": point, "lo": lo, "hi": hi, "seeds_a": len(groups[0]), "seeds_b": len(groups[-1])}

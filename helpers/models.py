@@ -1,15 +1,19 @@
-"""Four retrieval models over frozen features, with one interface.
+"""The retrieval models over frozen features, with one interface.
 
 Every model encodes each modality on its own (`encode_images`, `encode_texts`: dicts of tensors
 with the batch first), then scores every image against every caption (`score`: (Ni, Nt)).
 Encodings are what a distributed step gathers across processes; `extra_losses` adds the
 model's own regularisers (only `decoupled_plus` has any).
 
-- `dual`: pooled features -> MLP -> cosine (VSE/CLIP family); no cross-attention.
-- `joint`: words attend to regions *and* regions to words, mixed in residually, then cosine of
-  the pooled mixed vectors: each modality's representation carries the other's.
-- `decoupled`: the blog's idea; words attend to regions only; score = mean over words of
-  cos(word, attended image vector) (SCAN text->image).
+The factorial (`FactorialModel`): direction of flow {none, text -> image, both ways} x scoring head
+{pooled vectors + cosine, per-word cosine}, same projections, widths and attention everywhere:
+
+                    head "pooled"        head "words"
+  no flow           dual                 dual_words
+  text -> image     decoupled_pooled     decoupled      (the blog's idea, scored as SCAN t->i)
+  both ways         joint                joint_words    (co-attention, "traditional joint training")
+
+- `blog`: the blog's module as written (no value, no masks), with a per-word cosine head.
 - `decoupled_plus`: shared and private projections per modality; `decoupled` scoring on the shared
   parts, plus a difference (orthogonality) loss and a reconstruction loss (MISA / DSN).
 """
@@ -33,14 +37,17 @@ class ModelConfig:
     image_dim: int = 1280        # C of the image backbone (1280 MobileNetV2, 2048 ResNet-50)
     text_dim: int = 384          # D of the text encoder (384 MiniLM, 768 BERT-base)
     dim: int = 128               # joint embedding size (128 keeps a 1K-test evaluation near 40 s on 2 cores)
-    heads: int = 1
-    use_value: bool = True       # False with attention="blog" reproduces the blog
-    attention: str = "corrected"  # "corrected" (value, masks) or "blog" (as the blog wrote it)
-    dual_hidden: int = 144       # widens `dual` to about the size of the attention models
+    heads: int = 1               # the course's models use one head (the factorial's formulas assume it)
+    flow: str = "text_to_image"  # FactorialModel: "none", "text_to_image" or "both"
+    head: str = "words"          # FactorialModel: "pooled" (cosine of mean vectors) or "words" (mean of cosines)
     private_dim: int = 64        # `decoupled_plus` private subspace
     diff_weight: float = 0.1
     recon_weight: float = 1.0
     init_temperature: float = 0.07
+
+
+FLOWS = ("none", "text_to_image", "both")
+HEADS = ("pooled", "words")
 
 
 def _proj(i: int, o: int) -> nn.Module:
@@ -75,27 +82,8 @@ class RetrievalModel(nn.Module):
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("decoder"))
 
 
-class DualEncoder(RetrievalModel):
-    """Global embeddings: (B, C) pooled image, (B, D) pooled text -> cosine, no cross-attention."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        h = cfg.dual_hidden
-        self.image_mlp = nn.Sequential(nn.Linear(cfg.image_dim, h), nn.GELU(), nn.Linear(h, cfg.dim))
-        self.text_mlp = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU(), nn.Linear(h, cfg.dim))
-
-    def encode_images(self, regions, pooled):
-        return {"emb": F.normalize(self.image_mlp(pooled), dim=-1)}
-
-    def encode_texts(self, tokens, mask, pooled):
-        return {"emb": F.normalize(self.text_mlp(pooled), dim=-1)}
-
-    def score(self, img, txt):
-        return img["emb"] @ txt["emb"].t()
-
-
 class WordRegionModel(RetrievalModel):
-    """Shared by `decoupled` and `joint`: regions (B, R, C) and words (B, T, Dt) projected to (·, dim)."""
+    """Regions (B, R, C) and words (B, T, Dt) projected to (·, dim) by Linear + LayerNorm: every model's input."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -109,90 +97,99 @@ class WordRegionModel(RetrievalModel):
         return {"words": self.text_proj(tokens), "mask": mask}
 
 
-class DecoupledModel(WordRegionModel):
-    """Text -> image attention only; score = mean over words of their similarity to what they attended to."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        if cfg.attention == "blog":
-            self.attn = DecoupledAttention.blog_faithful(cfg.dim)
-        else:
-            self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, cfg.use_value)
-
-    def score(self, img, txt):
-        return word_region_scores(self.attn, txt["words"], txt["mask"], img["regions"],
-                                  use_mask=self.cfg.attention != "blog").t()
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) broadcasts against x."""
+    m = mask.float().reshape(*mask.shape, *[1] * (x.dim() - mask.dim()))
+    return (x * m).sum(dim) / m.sum(dim)
 
 
-def word_region_scores(attn: DecoupledAttention, words: torch.Tensor, mask: torch.Tensor,
-                       regions: torch.Tensor, use_mask: bool = True) -> torch.Tensor:
-    """(Nt, T, D) words, (Nt, T) mask, (Ni, R, D) regions -> (Nt, Ni) caption-image scores.
+class FactorialModel(WordRegionModel):
+    """One model per cell of (direction of flow) x (scoring head); everything else is shared.
 
-    Per word t: α_t = softmax_r(q_t·k_r / τ) (the decoupled attention), then the similarity of the
-    unit word vector with the attended unit region vectors, ⟨ŵ_t, Σ_r α_tr v̂_r⟩ = Σ_r α_tr cos(w_t, v_r);
-    the caption's score is the mean over its real words (SCAN text->image with mean pooling). SCAN
-    divides by |Σ α v̂| as well (a full cosine); that needs an R×R quadratic form per word and pair,
-    which triples the CPU time of a 1K-test evaluation, so the course uses this inner product (≤ 1).
-    Every big product is one GEMM laid out (Nt, T, Ni, R), so nothing is permuted or copied.
-    """
-    (nt, t, d), (ni, r, _) = words.shape, regions.shape
-    q, k = attn.query(words), attn.key(regions)
-    v = F.normalize(attn.value(regions) if attn.value is not None else regions, dim=-1)
-    w = F.normalize(words, dim=-1)
-    dh = d // attn.heads
-    total = 0
-    for h in range(attn.heads):
-        sl = slice(h * dh, (h + 1) * dh)
-        logits = q[..., sl].reshape(nt * t, dh) @ k[..., sl].reshape(ni * r, dh).t() / attn.temperature
-        alpha = logits.view(nt, t, ni, r).softmax(-1)
-        sim = (w[..., sl].reshape(nt * t, dh) @ v[..., sl].reshape(ni * r, dh).t()).view(nt, t, ni, r)
-        total = total + (alpha * sim).sum(-1)                                    # (Nt, T, Ni)
-    m = mask.float() if use_mask else torch.ones(nt, t, device=words.device)
-    return (total * m[..., None]).sum(1) / m.sum(1, keepdim=True)
-
-
-class JointModel(WordRegionModel):
-    """Co-attention both ways with residual mixing: words += attended regions, regions += attended words.
-
-    One affinity matrix A = q(words)·k(regions)ᵀ/τ serves both directions (softmax over regions for
-    words, over words for regions), as in parallel co-attention (Lu et al., 2016); each direction has
-    its own value projection. Each pooled representation then carries the other modality's content.
+    Per word t of a caption and per image, a text vector and an image vector (all (·, dim)):
+      flow "none"           text_t = w_t          image_t = mean_r v_r          (uniform attention)
+      flow "text_to_image"  text_t = w_t          image_t = a_t = Σ_r α_tr v_r  (the blog's direction)
+      flow "both"           text_t = w_t + a_t    image_t = r̄ + mean_r Σ_t β_rt u_t  (co-attention)
+    with α = softmax over regions of q(w)·k(r)/√d, β = softmax over real words of the same affinity,
+    v = value(r), u = text_value(w). The head turns them into one score per (image, caption):
+      head "pooled"  cos(mean_t text_t, mean_t image_t)     (one vector per side, VSE/CLIP style)
+      head "words"   mean_t cos(text_t, image_t)            (per-word matching, SCAN t->i)
+    means over real words only.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, heads=1, use_value=True)   # words -> regions
-        self.text_value = nn.Linear(cfg.dim, cfg.dim)                                          # regions -> words
+        if cfg.heads != 1:
+            raise ValueError(f"the factorial's models use one attention head, got heads={cfg.heads}")
+        if cfg.flow not in FLOWS or cfg.head not in HEADS:
+            raise ValueError(f"flow must be one of {FLOWS} and head one of {HEADS}; got {cfg.flow!r}, {cfg.head!r}")
+        self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, use_value=True)
+        self.text_value = nn.Linear(cfg.dim, cfg.dim) if cfg.flow == "both" else None
 
-    def score(self, img, txt):
-        words, mask, regions = txt["words"], txt["mask"], img["regions"]
+    def word_vectors(self, words, mask, regions) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Nt, T, D) words, (Nt, T) mask, (Ni, R, D) regions -> text_t, image_t, broadcastable to (Nt, T, Ni, D)."""
         (nt, t, d), (ni, r, _) = words.shape, regions.shape
-        m = mask.float()
-        share = m / m.sum(1, keepdim=True)                                               # (Nt, T) word weights
+        values = self.attn.value(regions)                                                  # (Ni, R, D)
+        if self.cfg.flow == "none":
+            return words[:, :, None], values.mean(1)[None, None]
         affinity = (self.attn.query(words).reshape(nt * t, d) @ self.attn.key(regions).reshape(ni * r, d).t())
-        affinity = (affinity / self.attn.temperature).view(nt, t, ni, r)
-        # words' mixed mean: mean_t (w_t + Σ_r α_tr v_r) = w̄ + (mean_t α_t) V
-        alpha_bar = torch.einsum("ntmr,nt->nmr", affinity.softmax(-1), share)            # (Nt, Ni, R)
-        w_bar = torch.einsum("ntd,nt->nd", words, share)
-        text_mix = w_bar[:, None] + torch.einsum("nmr,mrd->nmd", alpha_bar, self.attn.value(regions))
-        # regions' mixed mean: mean_r (r_r + Σ_t β_rt u_t) = r̄ + (mean_r β_r) U, padded words excluded
-        beta = affinity.masked_fill(~mask[:, :, None, None], float("-inf")).softmax(1)   # over words
-        beta_bar = beta.mean(-1)                                                         # (Nt, T, Ni)
-        image_mix = regions.mean(1)[:, None] + torch.einsum("ntm,ntd->mnd", beta_bar, self.text_value(words))
-        return F.cosine_similarity(image_mix, text_mix.transpose(0, 1), dim=-1)          # (Ni, Nt)
+        affinity = (affinity / self.attn.temperature).view(nt, t, ni, r)                   # q·k/√d: (Nt, T, Ni, R)
+        attended = torch.einsum("ntmr,mrd->ntmd", affinity.softmax(-1), values)            # a_t: (Nt, T, Ni, D)
+        if self.cfg.flow == "text_to_image":
+            return words[:, :, None], attended
+        beta = affinity.masked_fill(~mask[:, :, None, None], float("-inf")).softmax(1)     # over words
+        image = regions.mean(1) + torch.einsum("ntm,ntd->nmd", beta.mean(-1), self.text_value(words))
+        return words[:, :, None] + attended, image[:, None]                                # (Nt, 1, Ni, D)
 
+    def score(self, img, txt):
+        text_t, image_t = self.word_vectors(txt["words"], txt["mask"], img["regions"])
+        return head_scores(text_t, image_t, txt["mask"], self.cfg.head).t()
 
     def mixed_pair(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Matched rows (image i with caption i) -> (B, D) image_mix, (B, D) text_mix: `score`'s diagonal."""
-        regions, words, mask = img["regions"], txt["words"], txt["mask"]
-        share = mask.float() / mask.sum(1, keepdim=True)                                 # (B, T)
-        affinity = self.attn.query(words) @ self.attn.key(regions).transpose(1, 2) / self.attn.temperature
-        alpha_bar = torch.einsum("btr,bt->br", affinity.softmax(-1), share)              # (B, R)
-        text_mix = torch.einsum("btd,bt->bd", words, share) + \
-            torch.einsum("br,brd->bd", alpha_bar, self.attn.value(regions))
-        beta = affinity.masked_fill(~mask[:, :, None], float("-inf")).softmax(1)         # over words
-        image_mix = regions.mean(1) + torch.einsum("bt,btd->bd", beta.mean(-1), self.text_value(words))
-        return image_mix, text_mix
+        """Matched rows (image i with caption i) -> (B, D) pooled image vector, (B, D) pooled text vector."""
+        rows = torch.arange(len(img["regions"]))
+        text_t, image_t = self.word_vectors(txt["words"], txt["mask"], img["regions"])
+        text_t, image_t = (x.expand(-1, -1, len(rows), -1)[rows, :, rows] for x in (text_t, image_t))  # (B, T, D)
+        return masked_mean(image_t, txt["mask"]), masked_mean(text_t, txt["mask"])
+
+
+def attend(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(Nt, T, D) words, (Ni, R, D) regions -> (Nt, T, Ni, D) a_t = Σ_r softmax_r(q·k/√d) v_r for every pair."""
+    (nt, t, d), (ni, r, _) = words.shape, regions.shape
+    logits = attn.query(words).reshape(nt * t, d) @ attn.key(regions).reshape(ni * r, d).t() / attn.temperature
+    return torch.einsum("ntmr,mrd->ntmd", logits.view(nt, t, ni, r).softmax(-1), attn.value(regions))
+
+
+def head_scores(text_t: torch.Tensor, image_t: torch.Tensor, mask: torch.Tensor, head: str) -> torch.Tensor:
+    """text_t, image_t broadcastable to (Nt, T, Ni, D), (Nt, T) mask -> (Nt, Ni) caption-image scores."""
+    if head == "pooled":
+        return F.cosine_similarity(masked_mean(text_t, mask), masked_mean(image_t, mask), dim=-1)
+    return masked_mean(F.cosine_similarity(text_t, image_t, dim=-1), mask)
+
+
+class BlogModel(WordRegionModel):
+    """The blog's `DecoupledAttention` as written, with only the glue needed to train and score it.
+
+    Glue: the course's projections to `dim` (the blog never says how its 1000 logits and 768-d tokens
+    meet) and a per-word cosine head. As written: no value projection (the raw projected regions are
+    averaged), no masks (padded positions attend, and count in the caption's mean), √dim temperature.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.attn = DecoupledAttention.blog_faithful(cfg.dim)
+
+    def score(self, img, txt):
+        return blog_scores(self.attn, txt["words"], img["regions"]).t()
+
+
+def blog_scores(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(Nt, T, D) words, padding included, (Ni, R, D) regions -> (Nt, Ni): mean over all T positions of
+    cos(w_t, Σ_r α_tr r_r), α = softmax(q kᵀ/√d) with no mask and no value projection (the blog's forward)."""
+    (nt, t, d), (ni, r, _) = words.shape, regions.shape
+    logits = attn.query(words).reshape(nt * t, d) @ attn.key(regions).reshape(ni * r, d).t() / attn.temperature
+    attended = torch.einsum("ntmr,mrd->ntmd", logits.view(nt, t, ni, r).softmax(-1), regions)
+    return F.cosine_similarity(words[:, :, None], attended, dim=-1).mean(1)
 
 
 class DecoupledPlusModel(RetrievalModel):
@@ -203,7 +200,7 @@ class DecoupledPlusModel(RetrievalModel):
         d, p = cfg.dim, cfg.private_dim
         self.image_shared, self.image_private = _proj(cfg.image_dim, d), _proj(cfg.image_dim, p)
         self.text_shared, self.text_private = _proj(cfg.text_dim, d), _proj(cfg.text_dim, p)
-        self.attn = DecoupledAttention(d, d, d, cfg.heads, cfg.use_value)
+        self.attn = DecoupledAttention(d, d, d, cfg.heads)
         self.decoder_image = nn.Linear(d + p, cfg.image_dim)
         self.decoder_text = nn.Linear(d + p, cfg.text_dim)
 
@@ -215,7 +212,8 @@ class DecoupledPlusModel(RetrievalModel):
                 "input": tokens}
 
     def score(self, img, txt):
-        return word_region_scores(self.attn, txt["words"], txt["mask"], img["regions"]).t()
+        words, mask, regions = txt["words"], txt["mask"], img["regions"]
+        return head_scores(words[:, :, None], attend(self.attn, words, regions), mask, "words").t()
 
     def extra_losses(self, img, txt):
         mask = txt["mask"]
@@ -237,14 +235,25 @@ class DecoupledPlusModel(RetrievalModel):
         return out
 
 
-MODELS = {"dual": DualEncoder, "joint": JointModel, "decoupled": DecoupledModel, "decoupled_plus": DecoupledPlusModel}
+# name -> (class, its ModelConfig presets)
+MODELS = {
+    "dual": (FactorialModel, dict(flow="none", head="pooled")),
+    "dual_words": (FactorialModel, dict(flow="none", head="words")),
+    "decoupled_pooled": (FactorialModel, dict(flow="text_to_image", head="pooled")),
+    "decoupled": (FactorialModel, dict(flow="text_to_image", head="words")),
+    "joint": (FactorialModel, dict(flow="both", head="pooled")),
+    "joint_words": (FactorialModel, dict(flow="both", head="words")),
+    "blog": (BlogModel, {}),
+    "decoupled_plus": (DecoupledPlusModel, dict(flow="text_to_image", head="words")),
+}
 
 
 def build_model(name: str, **overrides) -> RetrievalModel:
     """Build one of `MODELS` by name; keyword arguments override `ModelConfig` fields."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](ModelConfig(name=name, **overrides))
+    cls, presets = MODELS[name]
+    return cls(ModelConfig(name=name, **{**presets, **overrides}))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -275,9 +284,10 @@ def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | to
     img = model.encode_images(regions.to(device), pooled.to(device))
     order = features.lengths()[caption_rows].argsort()
     out = torch.empty(len(image_rows), len(caption_rows))
+    pad_to = int(features.lengths().max())          # the blog counts padding: pad every chunk alike
     for start in range(0, len(order), chunk):
         cols = order[start:start + chunk]
-        tokens, mask, tpooled = features.text_batch(caption_rows[cols])
+        tokens, mask, tpooled = features.text_batch(caption_rows[cols], pad_to=pad_to)
         txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
         out[:, cols] = model.score(img, txt).float().cpu()
     return out

@@ -85,13 +85,17 @@ def attention_maps(image, weights: torch.Tensor, words: list[str], grid: int = 7
 
 
 def training_curves(histories: dict[str, pd.DataFrame]):
-    """Training loss and validation rSum per epoch, one line per model."""
-    df = pd.concat([h.assign(model=name) for name, h in histories.items()])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    """Training loss and validation rSum per epoch, one line per model; a star at each run's best epoch."""
+    df = pd.concat([h.assign(model=name) for name, h in histories.items()], ignore_index=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     sns.lineplot(df, x="epoch", y="train_loss", hue="model", marker="o", ax=axes[0])
     axes[0].set(title="training loss (InfoNCE + model's own terms)", ylabel="loss per batch")
-    sns.lineplot(df, x="epoch", y="rsum", hue="model", marker="o", ax=axes[1])
+    sns.lineplot(df, x="epoch", y="rsum", hue="model", marker="o", ax=axes[1], legend=False)
+    best = df.loc[df.groupby("model", sort=False).rsum.idxmax()]
+    axes[1].scatter(best.epoch, best.rsum, marker="*", s=180, color="black", zorder=3, label="best epoch (kept)")
+    axes[1].legend(loc="lower right", fontsize=8)
     axes[1].set(title="validation rSum (250 images, 6 recalls summed)", ylabel="rSum (max 600)")
+    axes[0].legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -121,5 +125,6 @@ def rsum_with_intervals(results: pd.DataFrame, anchors: dict[str, float] | None 
         ax.axhline(value, ls="--", color="grey")
         ax.text(len(r) - 0.5, value + 4, f"{name}: {value}", ha="right", fontsize=8, color="dimgrey")
     ax.set(ylabel="rSum on the 1K test (max 600)", title="retrieval, mean over seeds with 95% intervals")
+    ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig

@@ -18,7 +18,6 @@ from threadpoolctl import threadpool_limits
 
 from .data import mine_labels
 from .features import FeatureSet
-from .models import DualEncoder, JointModel
 
 DROPPED = ("person",)   # captions name a person for 82% of the images: a near-constant target
 
@@ -52,6 +51,29 @@ def raw_representations(fs: FeatureSet, captions="all", seed: int = 0) -> dict[s
     return {"image": fs.pooled.float(), "text": fs.text_pooled[rows].float(), "caption_rows": rows}
 
 
+def same_size_controls(train: dict, test: dict, dim: int = 128, seed: int = 0) -> dict[str, dict]:
+    """Raw representations of train and test -> two controls of the models' width `dim`, fitted on train:
+    {'PCA-128 of raw features': {'train', 'test'}, 'random 128-d projection': {'train', 'test'}}.
+
+    A 128-d model vector probed against 1280-/384-d raw features would lose mAP for its size alone;
+    these controls show what 128 dimensions of the raw features keep without any training.
+    """
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(seed)
+    out = {f"PCA-{dim} of raw features": {"train": {}, "test": {}}, f"random {dim}-d projection": {"train": {}, "test": {}}}
+    for side in ("image", "text"):
+        pca = PCA(dim, random_state=seed).fit(_array(train[side]))
+        proj = torch.randn(train[side].shape[1], dim, generator=g) / dim ** 0.5
+        for split, reps in (("train", train), ("test", test)):
+            out[f"PCA-{dim} of raw features"][split][side] = torch.from_numpy(pca.transform(_array(reps[side])))
+            out[f"random {dim}-d projection"][split][side] = reps[side].float() @ proj
+    for name in out:
+        for split, reps in (("train", train), ("test", test)):
+            out[name][split]["caption_rows"] = reps["caption_rows"]
+    return out
+
+
 def first_captions(fs: FeatureSet) -> torch.Tensor:
     """(N_img,) row of each image's first caption (its lowest caption row)."""
     first = torch.full((fs.n_images,), fs.n_captions, dtype=torch.long)
@@ -65,9 +87,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _own_vectors(enc: dict) -> torch.Tensor:
-    """Encodings of one modality (dual, decoupled, decoupled_plus) -> (B, D) one vector per row."""
-    if "emb" in enc:
-        return enc["emb"]
+    """Encodings of one modality -> (B, D) one vector per row: mean region, or mean real word."""
     if "words" in enc:
         return masked_mean(enc["words"], enc["mask"])
     return enc["regions"].mean(1)
@@ -79,23 +99,19 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
     """-> image (N_img, D), text (N, D) for the captions at caption_rows (N,): one vector per image and
     per caption from a trained model (captions 'all', 'one' per image with `seed`, or rows).
 
-    dual: its normalised embeddings. decoupled / decoupled_plus: mean over regions and masked mean
-    over real words of the (shared) projections. joint: its *mixed* pooled vectors, which depend on
-    the pair, so each image is mixed with its own first caption and each caption with its own image
-    (`mixed=False`: joint's projections before mixing, like decoupled's).
+    Most models: mean over regions and masked mean over real words of the (shared) projections.
+    Models with flow "both" (joint, joint_words): their *mixed* pooled vectors, which depend on the
+    pair, so each image is mixed with its own first caption and each caption with its own image
+    (`mixed=False`: their projections before mixing, like decoupled's).
     """
     model.eval().to(device)
-    dual, joint = isinstance(model, DualEncoder), isinstance(model, JointModel) and mixed
+    joint = getattr(model.cfg, "flow", None) == "both" and mixed
     captions = caption_rows(fs, captions, seed)
 
     def images(rows):
-        if dual:                                          # dual reads only the pooled features
-            return model.encode_images(None, fs.pooled[rows].float().to(device))
         return model.encode_images(*(t.to(device) for t in fs.image_batch(rows)))
 
     def texts(rows):
-        if dual:
-            return model.encode_texts(None, None, fs.text_pooled[rows].float().to(device))
         return model.encode_texts(*(t.to(device) for t in fs.text_batch(rows)))
 
     image, regions = [], []

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, metrics, models
+from .fast_scoring import batch_scores
 from .config import course_device, get_device, seed_everything
 from .features import FeatureSet, synthetic_featureset
 
@@ -47,7 +48,9 @@ class TrainConfig:
 
     model: str = "decoupled"                              # a key of `models.MODELS`
     model_overrides: dict = field(default_factory=dict)   # `models.ModelConfig` fields, e.g. {"dim": 64}
-    epochs: int = 8
+    epochs: int = 8                # the most epochs; training stops earlier after `patience` epochs without progress
+    patience: int = 0              # early stopping: stop when validation rsum has not improved for this many
+                                   # epochs (0: never stop early)
     batch_size: int = 128          # global batch: split over the processes under torchrun
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -62,6 +65,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.loss not in ("infonce", "vse"):
             raise ValueError(f"loss must be 'infonce' or 'vse', got {self.loss!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if not 0 <= self.warmup_fraction < 1:
@@ -74,7 +79,8 @@ class TrainResult:
 
     history columns: epoch (1-based), step (optimiser steps so far), train_loss (mean over the
     epoch, extra losses included), one column per extra loss (e.g. difference, reconstruction),
-    lr (of the epoch's last step), the validation i2t/t2i_R@1/5/10 and rsum (percent), seconds.
+    lr (of the epoch's last step), the validation i2t/t2i_R@1/5/10 and rsum (percent), seconds (the
+    epoch's training and validation) and val_seconds (validation alone).
     """
 
     model: models.RetrievalModel
@@ -149,7 +155,9 @@ class ContrastiveStep(nn.Module):
         txt = self.model.encode_texts(tokens, mask, text_pooled)
         if self.gather:
             img, txt = gather_encodings(img), gather_encodings(txt)
-        scores = self.model.score(img, txt)                               # (B, B), diagonal = pairs
+        scores = batch_scores(self.model, img, txt)                       # (B, B), diagonal = pairs:
+        if scores is None:                                                # the lean version of
+            scores = self.model.score(img, txt)                           # model.score, if it has one
         if self.loss == "infonce":
             retrieval = losses.info_nce(scores.float(), self.model.logit_scale)
         else:
@@ -388,7 +396,7 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
     configs = {"train_config": asdict(cfg), "model_config": model.config_dict(),
                "data": data_summary(train_fs, val_fs)}
     state = _resume_state(run_dir, configs)
-    if state is not None and state["epoch"] >= cfg.epochs:
+    if state is not None and finished(cfg, state["epoch"], state["best"]["epoch"]):
         return load_result(run_dir, ctx.device)          # finished earlier: reuse, no training
     optimizer, scheduler = make_optimizer(cfg, model, total)
     done, step, history, best = 0, 0, [], {"epoch": 0, "rsum": float("-inf")}
@@ -407,19 +415,31 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
     with tqdm(total=total, initial=step, disable=not cfg.progress or ctx.rank != 0,
               desc=f"{cfg.model} {run_dir.name}") as bar:
         for epoch in range(done + 1, cfg.epochs + 1):
+            if finished(cfg, epoch - 1, best["epoch"]):
+                break
             start = time.perf_counter()
             row, step = _train_epoch(step_fn, model, optimizer, scheduler, cfg, train_fs, epoch, step,
                                      ctx, bar, on_step)
             if ctx.rank == 0:                            # the others wait at the barrier
+                trained = time.perf_counter()
                 row = {"epoch": epoch, "step": step, **row, **validate(model, val_fs, ctx.device),
-                       "seconds": time.perf_counter() - start}
+                       "seconds": time.perf_counter() - start, "val_seconds": time.perf_counter() - trained}
                 history.append(row)
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
                          "step": step, "history": history, **configs}
                 best = _save_epoch(run_dir, state, best)
+            if ctx.world > 1:                            # every rank must stop at the same epoch
+                flag = torch.tensor([best["epoch"]], device=ctx.device)
+                dist.broadcast(flag, 0)
+                best = {**best, "epoch": int(flag)}
             ctx.barrier()
     return load_result(run_dir, ctx.device)
+
+
+def finished(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
+    """After `epoch` epochs with the best validation at `best_epoch`: is the run over?"""
+    return epoch >= cfg.epochs or (cfg.patience > 0 and epoch - best_epoch >= cfg.patience)
 
 
 def _save_epoch(run_dir: Path, state: dict, best: dict) -> dict:
@@ -469,6 +489,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="global batch")
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping (0: off)")
     p.add_argument("--loss", default=TrainConfig.loss, choices=["infonce", "vse"])
     p.add_argument("--seed", type=int, default=TrainConfig.seed)
     p.add_argument("--device", default=course_device(), help="cpu (default, or COURSE_DEVICE), cuda or auto")
@@ -479,7 +500,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     cfg = TrainConfig(model=a.model, model_overrides=a.model_overrides, epochs=a.epochs,
-                      batch_size=a.batch_size, lr=a.lr, loss=a.loss, seed=a.seed, device=a.device,
+                      batch_size=a.batch_size, lr=a.lr, patience=a.patience, loss=a.loss, seed=a.seed, device=a.device,
                       amp=not a.no_amp, progress=not a.no_progress)
     if a.synthetic:
         train_fs, val_fs = synthetic_split(a.synthetic)

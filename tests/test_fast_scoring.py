@@ -13,10 +13,10 @@ def fs():
     return synthetic_featureset(n_images=30, image_dim=48, text_dim=24, max_len=14, seed=3)
 
 
-@pytest.mark.parametrize("name,heads", [("decoupled", 1), ("decoupled", 2), ("decoupled_plus", 1), ("joint", 1)])
-def test_tiled_scores_equal_the_readable_ones(fs, name, heads, one_thread):
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_tiled_scores_equal_the_readable_ones(fs, name, one_thread):
     torch.manual_seed(1)
-    model = models.build_model(name, dim=16, heads=heads, **SHAPE).eval()
+    model = models.build_model(name, dim=16, **SHAPE).eval()
     readable = models.score_all(model, fs, chunk=7, fast=False)
     for word_tile, image_tile in [(20, 4), (2048, 8)]:               # tiles smaller and larger than the data
         fast_scoring.WORD_TILE, fast_scoring.IMAGE_TILE = word_tile, image_tile

@@ -191,9 +191,10 @@ def test_paired_difference_needs_one_test_set():
     (0.5, 1.5, 2.0, "not supported"),    # a real gain, but credibly smaller than claimed
     (-1.0, 1.5, 2.0, "not supported"),   # the whole interval is below the claim
     (-0.5, 2.5, 2.0, "inconclusive"),    # could be 0, could be the claim
-    (0.1, 0.4, None, "supported"),
-    (-1.0, -0.1, None, "not supported"),
-    (-1.0, 1.0, None, "inconclusive"),
+    (-3.0, -0.5, 2.0, "not supported: credibly worse"),   # the whole interval is below zero
+    (0.1, 0.4, None, "A better"),
+    (-1.0, -0.1, None, "A credibly worse"),
+    (-1.0, 1.0, None, "no credible difference"),
 ])
 def test_verdict(lo, hi, claimed, expected):
     assert metrics.verdict(lo, hi, claimed) == expected
@@ -408,3 +409,24 @@ def test_old_interval_and_ignoring_seeds_under_cover(coverage):
     assert old <= honest - 0.05             # measured 0.790 vs 0.950
     one_seed, _ = coverage["honest_1_seed"]  # cluster bootstrap alone: the seed variance is missed
     assert one_seed < 0.85                   # measured 0.700
+
+
+def test_honest_rate_difference_pairs_columns_and_covers_a_known_gap():
+    """Cases of 40 images x 3 words; seed runs hit with probability 0.6 against a 0.4 baseline column."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    image_id = np.repeat(np.arange(40), 3)
+
+    def runs(p, n_seeds):
+        return [pd.DataFrame({"image_id": image_id, "hit": rng.random(len(image_id)) < p,
+                              "baseline": np.full(len(image_id), 0.4)}) for _ in range(n_seeds)]
+
+    a = runs(0.6, 5)
+    r = metrics.honest_rate_difference(a, "hit", None, "baseline")
+    assert r["lo"] < 0.2 < r["hi"] and r["seeds_a"] == 5
+    b = runs(0.6, 3)
+    same = metrics.honest_rate_difference(a, "hit", b, "hit")
+    assert same["lo"] < 0 < same["hi"] and same["seeds_b"] == 3
+    with pytest.raises(ValueError, match="same cases"):
+        metrics.honest_rate_difference(a, "hit", [df.iloc[3:] for df in b], "hit")

@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 from helpers import models, train as T
 
 fs_train, fs_val = T.synthetic_split(48)
-cfg = T.TrainConfig(model="decoupled", model_overrides={"dim": 16, "dual_hidden": 16, "private_dim": 8},
+cfg = T.TrainConfig(model="decoupled", model_overrides={"dim": 16, "private_dim": 8},
                     epochs=3, batch_size=8, progress=False, device="cpu")
 with tempfile.TemporaryDirectory() as run_dir:
     res = T.train(cfg, fs_train, fs_val, run_dir)

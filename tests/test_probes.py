@@ -9,7 +9,7 @@ from helpers import probes
 from helpers.features import synthetic_featureset
 from helpers.models import MODELS, build_model
 
-SMALL = dict(image_dim=32, text_dim=24, dim=16, dual_hidden=16, private_dim=8)
+SMALL = dict(image_dim=32, text_dim=24, dim=16, private_dim=8)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,17 @@ def test_orthogonality_reports_both_modalities_and_a_shuffled_reference(fs):
     out = probes.orthogonality(build_model("decoupled_plus", **SMALL), fs)
     assert set(out) == {"image", "text", "image_shuffled", "text_shuffled"}
     assert all(0 <= v <= 1 for v in out.values())
+
+
+def test_same_size_controls_have_the_models_width_and_are_fitted_on_train(fs):
+    train = probes.raw_representations(fs, captions="one")
+    test = probes.raw_representations(fs.select_images(torch.arange(3)), captions="one")
+    controls = probes.same_size_controls(train, test, dim=4)
+    assert set(controls) == {"PCA-4 of raw features", "random 4-d projection"}
+    for reps in controls.values():
+        assert reps["train"]["image"].shape == (6, 4) and reps["test"]["text"].shape == (3, 4)
+        assert torch.equal(reps["test"]["caption_rows"], test["caption_rows"])
+    pca = controls["PCA-4 of raw features"]["train"]["image"].numpy()
+    assert abs(pca.mean(0)).max() < 1e-4                                # centred on the train split
+    again = probes.same_size_controls(train, test, dim=4)                # seeded: the same projection
+    assert torch.equal(again["random 4-d projection"]["test"]["image"], controls["random 4-d projection"]["test"]["image"])

@@ -12,7 +12,7 @@ from helpers.features import synthetic_featureset
 def feats(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setitem(reproduce.BUDGETS, "tiny", dict(epochs=2, batch_size=16, lr=2e-3,
-                                                        model_overrides={"dim": 16, "dual_hidden": 16, "private_dim": 8}))
+                                                        model_overrides={"dim": 16, "private_dim": 8}))
     fs = synthetic_featureset(n_images=56, image_dim=32, text_dim=24, regions=9)
     return {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 44)),
             "test": fs.select_images(torch.arange(44, 56))}
@@ -29,18 +29,27 @@ def test_runs_and_rankings_are_reused(feats, tmp_path):
     assert np.array_equal(again["decoupled"][1]["cap_rank"], ranks["decoupled"][1]["cap_rank"])
 
 
-def test_claims_table_verdicts_follow_the_intervals():
+def test_claims_and_factorial_tables_follow_the_intervals():
     rng = np.random.default_rng(0)
+    caption_image = np.repeat(np.arange(100), 5)
     good = [(np.zeros(100, dtype=int), np.zeros(500, dtype=int))] * 3           # every query right at rank 0
     bad = [(rng.integers(0, 50, 100), rng.integers(0, 50, 500)) for _ in range(3)]
     ranks = {name: [{"img_rank": i, "cap_rank": c} for i, c in runs]
-             for name, runs in {"decoupled": good, "joint": bad, "dual": good}.items()}
-    claims = reproduce.claims_table(ranks, n_boot=200)
-    vs_joint = claims.query("A == 'decoupled' and B == 'joint' and metric == 'rsum'").iloc[0]
-    vs_dual = claims.query("A == 'decoupled' and B == 'dual' and metric == 'rsum'").iloc[0]
-    assert vs_joint["rel lo"] > reproduce.CLAIMED_GAIN and vs_joint["verdict"] == "supported"
-    assert vs_dual["diff (points)"] == 0 and vs_dual["verdict"] == "not supported"   # no gain at all
-    assert "decoupled vs joint" in reproduce.markdown_table(reproduce.results_table(ranks, n_boot=50), claims)
+             for name, runs in {"decoupled": good, "joint": bad, "dual_words": good, "blog": bad}.items()}
+    claims = reproduce.claims_table(ranks, caption_image, n_boot=200)
+    assert len(claims) == len(reproduce.READINGS) and claims.primary.sum() == 1
+    primary = claims[claims.primary].iloc[0]
+    assert (primary.metric, primary.reading) == ("rsum", "relative %")
+    assert primary["lo"] > reproduce.CLAIMED_GAIN and primary["verdict"] == "supported"
+    factorial = reproduce.factorial_table(ranks, caption_image, n_boot=200)
+    by = factorial.set_index("comparison")
+    assert by.loc["decoupled vs dual_words", "difference"] == 0
+    assert by.loc["decoupled vs dual_words", "verdict"] == "no credible difference"
+    assert by.loc["blog vs decoupled", "verdict"] == "A credibly worse"
+    assert len(by) == 2                                               # only pairs with both models
+    results = reproduce.results_table(ranks, caption_image, n_boot=50)
+    table = reproduce.markdown_table(results, claims, factorial)
+    assert "rsum, relative % (primary)" in table and "blog vs decoupled" in table
 
 
 def test_unknown_budget_is_rejected():

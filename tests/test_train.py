@@ -14,7 +14,7 @@ import torch
 from helpers import train as T
 from helpers.config import PROJECT_ROOT
 
-TINY = {"dim": 16, "dual_hidden": 16, "private_dim": 8}
+TINY = {"dim": 16, "private_dim": 8}
 N_IMAGES = 48                        # synthetic_split -> 36 train, 12 val images, 5 captions each
 
 
@@ -194,8 +194,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path):
     steps = []
     resumed = T.train(tiny_config(), *data, tmp_path / "run", on_step=steps.append)
     assert steps == [5, 6, 7, 8, 9, 10, 11, 12]                  # epoch 2 redone from its start
-    pd.testing.assert_frame_equal(resumed.history.drop(columns="seconds"),
-                                  straight.history.drop(columns="seconds"), check_exact=True)
+    pd.testing.assert_frame_equal(resumed.history.drop(columns=["seconds", "val_seconds"]),
+                                  straight.history.drop(columns=["seconds", "val_seconds"]), check_exact=True)
     assert resumed.best == straight.best
     assert_params_close(params(resumed.model), params(straight.model), atol=1e-6)
     last = T.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
@@ -236,3 +236,19 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         h1, h2 = pd.DataFrame(a["history"]), pd.DataFrame(b["history"])
         pd.testing.assert_frame_equal(h1[losses], h2[losses], check_exact=False, rtol=1e-4)
         assert h1["rsum"].tolist() == h2["rsum"].tolist()
+
+
+def test_early_stopping_ends_a_run_patience_epochs_after_its_best(data, tmp_path, monkeypatch):
+    """Validation rSum scripted to peak at epoch 2: with patience 2 the run stops after epoch 4, keeps
+    epoch 2's weights, and a second call reuses the stopped run without training."""
+    script = iter([10.0, 30.0, 20.0, 25.0, 99.0, 99.0])
+    monkeypatch.setattr(T, "validate", lambda model, fs, device: {**{k: 0.0 for k in T.VAL_METRICS},
+                                                                   "rsum": next(script)})
+    cfg = tiny_config(epochs=6, patience=2)
+    r = T.train(cfg, *data, tmp_path / "run")
+    assert len(r.history) == 4 and r.best["epoch"] == 2 and r.best["epoch"] < len(r.history)
+    again = T.train(cfg, *data, tmp_path / "run")                        # stopped: reused, no more epochs
+    assert len(again.history) == 4
+    assert T.finished(cfg, 4, 2) and not T.finished(cfg, 3, 2) and T.finished(tiny_config(epochs=3), 3, 3)
+    with pytest.raises(ValueError, match="patience must be >= 0"):
+        tiny_config(patience=-1)
