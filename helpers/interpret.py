@@ -190,33 +190,3 @@ def pointing_game(model, fs: FeatureSet, subset, tokenizer=None, chunk: int = 25
                              "hit": bool(inside[peak]), "baseline": float(inside.mean()),
                              "centre_hit": bool(inside[len(inside) // 2])})
     return pd.DataFrame(rows, columns=["image_id", "caption_id", "word", "category", "hit", "baseline", "centre_hit"])
-
-
-def _clustered_interval(gap: np.ndarray, n: np.ndarray, idx: np.ndarray, level: float) -> tuple[float, float]:
-    """(I,) per-image summed gaps, (I,) case counts, (B, I) resampled image indices -> interval of the pooled mean."""
-    boots = gap[idx].sum(1) / n[idx].sum(1)
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def pointing_summary(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """`pointing_game` cases -> hit rate, baseline rate, difference (hit - baseline) with a bootstrap
-    interval (images resampled with replacement, an image's cases together), cases, images; with a
-    centre_hit column also centre_rate and vs_centre (hit - centre) with its interval."""
-    if df.empty:
-        raise ValueError("no pointing-game cases: no caption word names a category boxed in its image")
-    per = df.groupby("image_id").agg(hit=("hit", "sum"), baseline=("baseline", "sum"), n=("hit", "size"),
-                                     **({"centre": ("centre_hit", "sum")} if "centre_hit" in df else {}))
-    per = per.astype(float)
-    n, total = per.n.to_numpy(), per.n.sum()
-    idx = np.random.default_rng(seed).integers(0, len(per), (n_boot, len(per)))
-    gap = (per.hit - per.baseline).to_numpy()
-    lo, hi = _clustered_interval(gap, n, idx, level)
-    out = {"hit_rate": per.hit.sum() / total, "baseline_rate": per.baseline.sum() / total,
-           "difference": gap.sum() / total, "ci_low": lo, "ci_high": hi}
-    if "centre" in per:
-        gap = (per.hit - per.centre).to_numpy()
-        lo, hi = _clustered_interval(gap, n, idx, level)
-        out.update({"centre_rate": per.centre.sum() / total, "vs_centre": gap.sum() / total,
-                    "vs_centre_ci_low": lo, "vs_centre_ci_high": hi})
-    return {**out, "cases": int(total), "images": len(per)}

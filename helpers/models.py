@@ -37,7 +37,6 @@ class ModelConfig:
     image_dim: int = 1280        # C of the image backbone (1280 MobileNetV2, 2048 ResNet-50)
     text_dim: int = 384          # D of the text encoder (384 MiniLM, 768 BERT-base)
     dim: int = 128               # joint embedding size (128 keeps a 1K-test evaluation near 40 s on 2 cores)
-    heads: int = 1               # the course's models use one head (the factorial's formulas assume it)
     flow: str = "text_to_image"  # FactorialModel: "none", "text_to_image" or "both"
     head: str = "words"          # FactorialModel: "pooled" (cosine of mean vectors) or "words" (mean of cosines)
     private_dim: int = 64        # `decoupled_plus` private subspace
@@ -119,25 +118,21 @@ class FactorialModel(WordRegionModel):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        if cfg.heads != 1:
-            raise ValueError(f"the factorial's models use one attention head, got heads={cfg.heads}")
         if cfg.flow not in FLOWS or cfg.head not in HEADS:
             raise ValueError(f"flow must be one of {FLOWS} and head one of {HEADS}; got {cfg.flow!r}, {cfg.head!r}")
-        self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, cfg.heads, use_value=True)
+        self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, use_value=True)   # one head
         self.text_value = nn.Linear(cfg.dim, cfg.dim) if cfg.flow == "both" else None
 
     def word_vectors(self, words, mask, regions) -> tuple[torch.Tensor, torch.Tensor]:
         """(Nt, T, D) words, (Nt, T) mask, (Ni, R, D) regions -> text_t, image_t, broadcastable to (Nt, T, Ni, D)."""
-        (nt, t, d), (ni, r, _) = words.shape, regions.shape
         values = self.attn.value(regions)                                                  # (Ni, R, D)
         if self.cfg.flow == "none":
             return words[:, :, None], values.mean(1)[None, None]
-        affinity = (self.attn.query(words).reshape(nt * t, d) @ self.attn.key(regions).reshape(ni * r, d).t())
-        affinity = (affinity / self.attn.temperature).view(nt, t, ni, r)                   # q·k/√d: (Nt, T, Ni, R)
-        attended = torch.einsum("ntmr,mrd->ntmd", affinity.softmax(-1), values)            # a_t: (Nt, T, Ni, D)
+        logits = affinity(self.attn, words, regions)                                       # (Nt, T, Ni, R)
+        attended = torch.einsum("ntmr,mrd->ntmd", logits.softmax(-1), values)              # a_t: (Nt, T, Ni, D)
         if self.cfg.flow == "text_to_image":
             return words[:, :, None], attended
-        beta = affinity.masked_fill(~mask[:, :, None, None], float("-inf")).softmax(1)     # over words
+        beta = logits.masked_fill(~mask[:, :, None, None], float("-inf")).softmax(1)       # over words
         image = regions.mean(1) + torch.einsum("ntm,ntd->nmd", beta.mean(-1), self.text_value(words))
         return words[:, :, None] + attended, image[:, None]                                # (Nt, 1, Ni, D)
 
@@ -147,17 +142,26 @@ class FactorialModel(WordRegionModel):
 
     def mixed_pair(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Matched rows (image i with caption i) -> (B, D) pooled image vector, (B, D) pooled text vector."""
-        rows = torch.arange(len(img["regions"]))
-        text_t, image_t = self.word_vectors(txt["words"], txt["mask"], img["regions"])
-        text_t, image_t = (x.expand(-1, -1, len(rows), -1)[rows, :, rows] for x in (text_t, image_t))  # (B, T, D)
-        return masked_mean(image_t, txt["mask"]), masked_mean(text_t, txt["mask"])
+        image, text = [], []
+        for i in range(len(img["regions"])):                   # pair by pair: all B x B pairs would be O(B²)
+            words, mask = txt["words"][i:i + 1], txt["mask"][i:i + 1]
+            text_t, image_t = self.word_vectors(words, mask, img["regions"][i:i + 1])      # (1, T or 1, 1, D)
+            image.append(masked_mean(image_t.expand_as(text_t)[:, :, 0], mask))
+            text.append(masked_mean(text_t[:, :, 0], mask))
+        return torch.cat(image), torch.cat(text)
+
+
+def affinity(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """(Nt, T, D) words, (Ni, R, D) regions -> (Nt, T, Ni, R) q(w)·k(r)/√d for every word and region of
+    every caption-image pair, as one matrix product."""
+    (nt, t, d), (ni, r, _) = words.shape, regions.shape
+    logits = attn.query(words).reshape(nt * t, d) @ attn.key(regions).reshape(ni * r, d).t()
+    return (logits / attn.temperature).view(nt, t, ni, r)
 
 
 def attend(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """(Nt, T, D) words, (Ni, R, D) regions -> (Nt, T, Ni, D) a_t = Σ_r softmax_r(q·k/√d) v_r for every pair."""
-    (nt, t, d), (ni, r, _) = words.shape, regions.shape
-    logits = attn.query(words).reshape(nt * t, d) @ attn.key(regions).reshape(ni * r, d).t() / attn.temperature
-    return torch.einsum("ntmr,mrd->ntmd", logits.view(nt, t, ni, r).softmax(-1), attn.value(regions))
+    return torch.einsum("ntmr,mrd->ntmd", affinity(attn, words, regions).softmax(-1), attn.value(regions))
 
 
 def head_scores(text_t: torch.Tensor, image_t: torch.Tensor, mask: torch.Tensor, head: str) -> torch.Tensor:
@@ -186,9 +190,7 @@ class BlogModel(WordRegionModel):
 def blog_scores(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """(Nt, T, D) words, padding included, (Ni, R, D) regions -> (Nt, Ni): mean over all T positions of
     cos(w_t, Σ_r α_tr r_r), α = softmax(q kᵀ/√d) with no mask and no value projection (the blog's forward)."""
-    (nt, t, d), (ni, r, _) = words.shape, regions.shape
-    logits = attn.query(words).reshape(nt * t, d) @ attn.key(regions).reshape(ni * r, d).t() / attn.temperature
-    attended = torch.einsum("ntmr,mrd->ntmd", logits.view(nt, t, ni, r).softmax(-1), regions)
+    attended = torch.einsum("ntmr,mrd->ntmd", affinity(attn, words, regions).softmax(-1), regions)
     return F.cosine_similarity(words[:, :, None], attended, dim=-1).mean(1)
 
 
@@ -200,7 +202,7 @@ class DecoupledPlusModel(RetrievalModel):
         d, p = cfg.dim, cfg.private_dim
         self.image_shared, self.image_private = _proj(cfg.image_dim, d), _proj(cfg.image_dim, p)
         self.text_shared, self.text_private = _proj(cfg.text_dim, d), _proj(cfg.text_dim, p)
-        self.attn = DecoupledAttention(d, d, d, cfg.heads)
+        self.attn = DecoupledAttention(d, d, d)
         self.decoder_image = nn.Linear(d + p, cfg.image_dim)
         self.decoder_text = nn.Linear(d + p, cfg.text_dim)
 

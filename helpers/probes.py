@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from .data import mine_labels
 from .features import FeatureSet
+from .models import masked_mean
 
 DROPPED = ("person",)   # captions name a person for 82% of the images: a near-constant target
 
@@ -78,12 +79,6 @@ def first_captions(fs: FeatureSet) -> torch.Tensor:
     """(N_img,) row of each image's first caption (its lowest caption row)."""
     first = torch.full((fs.n_images,), fs.n_captions, dtype=torch.long)
     return first.scatter_reduce(0, fs.caption_image, torch.arange(fs.n_captions), reduce="amin")
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, D) vectors, (B, T) bool mask -> (B, D) mean over the real positions."""
-    m = mask.float()
-    return torch.einsum("btd,bt->bd", x, m) / m.sum(1, keepdim=True)
 
 
 def _own_vectors(enc: dict) -> torch.Tensor:

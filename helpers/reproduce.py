@@ -5,13 +5,11 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import metrics, models
 from .config import PATHS
@@ -273,10 +271,9 @@ def probe_results(feats, subset, budget: str = "cpu", model_names=PROBED) -> pd.
     for name in model_names:
         seeds = seeds_for(name)
         for s, model in zip(seeds, load_runs(name, budget, seeds)):
-            reps = lambda fs, mixed=True: probes.representations(model, fs, captions="one", mixed=mixed)  # noqa: E731
-            rows.append(probe(name, reps(train_fs), reps(test_fs), s))
-            if name == "joint":
-                rows.append(probe("joint (before mixing)", reps(train_fs, False), reps(test_fs, False), s))
+            for label, mixed in [(name, True)] + ([("joint (before mixing)", False)] if name == "joint" else []):
+                tr, te = (probes.representations(model, fs, captions="one", mixed=mixed) for fs in (train_fs, test_fs))
+                rows.append(probe(label, tr, te, s))
     return pd.concat(rows, ignore_index=True)
 
 

@@ -258,6 +258,10 @@ def load_model(run_dir: str | Path, which: str = "best") -> models.RetrievalMode
     """A run folder -> its model with the weights of `best.pt` (or `last.pt`), in eval mode on the CPU."""
     state = load_checkpoint(Path(run_dir) / f"{which}.pt")
     cfg = dict(state["model_config"])
+    stale = set(cfg) - {f.name for f in fields(models.ModelConfig)}
+    if stale:
+        raise RuntimeError(f"{run_dir} was made by an earlier version of the course (its model settings "
+                           f"{sorted(stale)} no longer exist); delete {run_dir} to train this run again")
     model = models.build_model(cfg.pop("name"), **cfg)
     model.load_state_dict(state["model"])
     return model.eval()

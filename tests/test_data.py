@@ -1,6 +1,5 @@
 """The data layer: prepare/verify, loading, bad input, split, mined labels."""
 import json
-import shutil
 
 import pandas as pd
 import pytest

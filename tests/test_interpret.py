@@ -109,19 +109,3 @@ def test_word_attention_rows_sum_to_one_and_lengths_are_checked():
         interpret.word_attention(model, _features((6, 3, 4)), 0, 0, sub, _FakeTokenizer())
     with pytest.raises(ValueError, match="no word -> region attention"):
         interpret.attention_maps(build_model("dual", image_dim=8, text_dim=6, dim=16), fs, [0], [0])
-
-
-def test_pointing_summary_resamples_whole_images():
-    # image 1: hits 1, 0 at baseline 0.2 each; image 2: one hit at baseline 0.5
-    df = pd.DataFrame({"image_id": [1, 1, 2], "hit": [True, False, True], "baseline": [0.2, 0.2, 0.5]})
-    s = interpret.pointing_summary(df, n_boot=500)
-    assert s["hit_rate"] == pytest.approx(2 / 3) and s["baseline_rate"] == pytest.approx(0.9 / 3)
-    assert s["difference"] == pytest.approx(1.1 / 3) and (s["cases"], s["images"]) == (3, 2)
-    assert "centre_rate" not in s
-    with_centre = interpret.pointing_summary(df.assign(centre_hit=[False, False, True]), n_boot=500)
-    assert with_centre["centre_rate"] == pytest.approx(1 / 3) and with_centre["vs_centre"] == pytest.approx(1 / 3)
-    assert with_centre["ci_low"] == s["ci_low"]               # same resamples for both baselines
-    # resampling whole images can only give {1,1}: 1.2/4 = 0.3, {1,2}: 1.1/3, {2,2}: 1/2 = 0.5
-    assert 0.3 - 1e-9 <= s["ci_low"] < s["ci_high"] <= 0.5 + 1e-9
-    with pytest.raises(ValueError, match="no pointing-game cases"):
-        interpret.pointing_summary(df.iloc[:0])

@@ -252,3 +252,13 @@ def test_early_stopping_ends_a_run_patience_epochs_after_its_best(data, tmp_path
     assert T.finished(cfg, 4, 2) and not T.finished(cfg, 3, 2) and T.finished(tiny_config(epochs=3), 3, 3)
     with pytest.raises(ValueError, match="patience must be >= 0"):
         tiny_config(patience=-1)
+
+
+def test_a_run_from_an_earlier_model_config_gets_a_clear_error(data, tmp_path):
+    T.train(tiny_config(epochs=1), *data, tmp_path / "run")
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(tmp_path / "run" / name, weights_only=True)
+        state["model_config"]["heads"] = 1                              # a field the course has dropped
+        torch.save(state, tmp_path / "run" / name)
+    with pytest.raises(RuntimeError, match=r"earlier version of the course .*\['heads'\].*delete"):
+        T.load_model(tmp_path / "run")
