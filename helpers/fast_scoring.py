@@ -9,8 +9,12 @@ arithmetic rate. The versions here
 - project keys and values of all images once (the readable path re-projects them per caption chunk);
 - walk the (word, region) logits in tiles of a few hundred words × a few dozen images, so each tile's
   logits, softmax and weighted sum stay in cache, and only the (words, images) result is written;
-- keep captions packed (no padding) for per-word models: a caption's score is the mean of its own
-  words' rows, taken with one small product per tile.
+- keep captions packed (no padding) for text -> image models, with each tile laid out (words, images,
+  regions): the softmax and the sums over regions run along contiguous memory, and a caption's score is
+  the mean of its own words' rows (one row sum per caption);
+- pad the captions of a "both" model in length-sorted tiles of about WORD_TILE positions, and score its
+  per-word head with sums over the 49 regions (|w + a|² = |w|² + 2α·(Vw) + αᵀGα) instead of over the 128
+  dimensions of every attended vector.
 
 `python -m helpers.bench score` times both against the floor (the flops of the big products divided by
 the measured peak matrix-multiply rate); `tests/test_fast_scoring.py` checks they agree up to rounding.
@@ -37,12 +41,32 @@ def _caption_tiles(lengths: torch.Tensor, words_per_tile: int = WORD_TILE):
     return tiles
 
 
+def _padded_tiles(sorted_lengths: torch.Tensor, tokens_per_tile: int = WORD_TILE):
+    """(N,) caption lengths in ascending order -> [(first, last + 1)] so each tile, padded to its longest
+    caption, holds ~tokens_per_tile positions (at least one caption)."""
+    tiles, start = [], 0
+    for i, n in enumerate(sorted_lengths.tolist()):
+        if i > start and (i - start + 1) * n > tokens_per_tile:
+            tiles.append((start, i))
+            start = i
+    if len(sorted_lengths):
+        tiles.append((start, len(sorted_lengths)))
+    return tiles
+
+
 def _mean_matrix(lengths: torch.Tensor) -> torch.Tensor:
     """(C,) words per caption -> (C, W) averaging matrix: row c holds 1/T_c on caption c's packed words."""
     owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
     mean = torch.zeros(len(lengths), int(lengths.sum()))
     mean[owner, torch.arange(len(owner))] = 1.0 / lengths[owner].float()
     return mean
+
+
+def _segment_means(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(W, ...) rows of packed words, (C,) words per caption -> (C, ...) each caption's mean row."""
+    owner = torch.repeat_interleave(torch.arange(len(lengths), device=x.device), lengths.to(x.device))
+    sums = x.new_zeros(len(lengths), *x.shape[1:]).index_add_(0, owner, x)
+    return sums / lengths.to(x).view((-1,) + (1,) * (x.dim() - 1))
 
 
 @torch.inference_mode()
@@ -54,30 +78,35 @@ def packed_t2i_scores(attn, words: torch.Tensor, lengths: torch.Tensor, regions:
     The text -> image scores of `models.FactorialModel` tile by tile, a_t = Σ_r softmax_r(q·k/τ) v_r:
     head "words" = mean_t cos(w_t, a_t); head "pooled" = cos(mean_t w_t, mean_t a_t).
     `use_value=False` attends over the regions themselves (the blog). One attention head.
+    Each tile is laid out (words, images, regions), so the softmax and the sums over regions run
+    along contiguous memory, and a caption's mean is a sum of whole rows.
     """
     word_tile, image_tile = word_tile or WORD_TILE, image_tile or IMAGE_TILE
-    n_img = len(regions)
+    (n_img, r, d) = regions.shape
     q = attn.query(words) / attn.temperature                                   # (N_tok, D)
-    k = attn.key(regions)                                                      # (N_img, R, D)
-    v = attn.value(regions) if use_value else regions
+    k = attn.key(regions).reshape(n_img * r, d)                                # (N_img * R, D)
+    v = attn.value(regions) if use_value else regions                          # (N_img, R, D)
     gram = v @ v.transpose(1, 2)                                               # (N_img, R, R): |a|² = αᵀGα
+    v_flat = v.reshape(n_img * r, d)
     offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
     out = torch.empty(len(lengths), n_img)
     for c0, c1 in _caption_tiles(lengths, word_tile):
         t0, t1 = int(offsets[c0]), int(offsets[c1])
-        mean = _mean_matrix(lengths[c0:c1])                                    # (C, W)
-        w = words[t0:t1]
-        w_norm = w.norm(dim=-1).clamp_min(1e-8)
+        w, n = words[t0:t1], lengths[c0:c1]
+        w_norm = w.norm(dim=-1).clamp_min(1e-8)[:, None]                       # (W, 1)
+        w_bar = _segment_means(w, n)                                           # (C, D)
         for i0 in range(0, n_img, image_tile):
             i1 = min(i0 + image_tile, n_img)
-            alpha = torch.matmul(k[i0:i1], q[t0:t1].t()).softmax(1)           # (m, R, W)
+            rows = slice(i0 * r, i1 * r)
+            alpha = (q[t0:t1] @ k[rows].t()).view(t1 - t0, i1 - i0, r).softmax(-1)       # (W, m, R)
             if head == "words":                                                # cos(w, a) = α·(V w) / (|w| √(αᵀGα))
-                num = (alpha * torch.matmul(v[i0:i1], w.t())).sum(1)           # (m, W)
-                a_norm = (alpha * (gram[i0:i1] @ alpha)).sum(1).clamp_min(1e-16).sqrt()
-                out[c0:c1, i0:i1] = mean @ (num / (a_norm * w_norm).clamp_min(1e-8)).t()
+                num = torch.linalg.vecdot(alpha, (w @ v_flat[rows].t()).view_as(alpha))   # (W, m)
+                a_g = torch.bmm(alpha.transpose(0, 1), gram[i0:i1]).transpose(0, 1)      # (W, m, R)
+                a_norm = torch.linalg.vecdot(alpha, a_g).clamp_min(1e-16).sqrt()
+                out[c0:c1, i0:i1] = _segment_means(num / (a_norm * w_norm).clamp_min(1e-8), n)
             else:
-                a_bar = torch.matmul(v[i0:i1].transpose(1, 2), alpha @ mean.t())  # (m, D, C) = Σ_r ᾱ_r v_r
-                out[c0:c1, i0:i1] = F.cosine_similarity(a_bar, (mean @ w).t()[None], dim=1).t()
+                a_bar = torch.einsum("cmr,mrd->cmd", _segment_means(alpha, n), v[i0:i1])  # (C, m, D)
+                out[c0:c1, i0:i1] = F.cosine_similarity(a_bar, w_bar[:, None], dim=-1)
     return out
 
 
@@ -103,6 +132,7 @@ def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
     k1 = torch.cat([keys, keys.new_ones(ni, r, 1)], -1)                        # (Ni, R, D + 1)
     w_bar = torch.einsum("ntd,nt->nd", words, share)                           # (Nt, D)
     u = model.text_value(words)                                                # (Nt, T, D)
+    w_sq = (words * words).sum(-1)                                             # (Nt, T)
     out = torch.empty(ni, nt)
     for i0 in range(0, ni, image_tile):
         i1 = min(i0 + image_tile, ni)
@@ -122,17 +152,25 @@ def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
             alpha_bar = torch.linalg.vecdot(alpha, share[..., None, None], dim=1)                # (Nt, m, R)
             text_mix = w_bar[:, None] + torch.bmm(alpha_bar.transpose(0, 1), values[i0:i1]).transpose(0, 1)
             out[i0:i1] = F.cosine_similarity(image_mix, text_mix.transpose(0, 1), dim=-1)
-        else:
-            a = torch.bmm(alpha.permute(2, 0, 1, 3).reshape(i1 - i0, nt * t, r), values[i0:i1])  # (m, Nt*T, D)
-            text_t = words.reshape(1, nt * t, d) + a
-            cos = F.cosine_similarity(text_t.view(i1 - i0, nt, t, d), image_mix[:, :, None], dim=-1)
-            out[i0:i1] = (cos * share).sum(-1)                                                   # (m, Nt)
+        else:   # cos(w + a, g) from (w + a)·g = w·g + α·(V g) and |w + a|² = |w|² + 2 α·(V w) + αᵀGα
+            mt, vals = i1 - i0, values[i0:i1]                                                   # (m, R, D)
+            sim = (words.reshape(nt * t, d) @ vals.reshape(-1, d).t()).view(nt, t, mt, r)       # v_r·w
+            alpha_gram = torch.bmm(alpha.view(nt * t, mt, r).transpose(0, 1), prepared["gram"][i0:i1])
+            a_sq = torch.linalg.vecdot(alpha, alpha_gram.transpose(0, 1).view(nt, t, mt, r))    # (Nt, T, m)
+            a_g = torch.linalg.vecdot(alpha, torch.bmm(image_mix, vals.transpose(1, 2)).transpose(0, 1)[:, None])
+            w_g = torch.bmm(words, image_mix.permute(1, 2, 0))                                  # (Nt, T, m)
+            text_sq = w_sq[..., None] + 2 * torch.linalg.vecdot(alpha, sim) + a_sq
+            norms = text_sq.clamp_min(1e-16).sqrt() * image_mix.norm(dim=-1).t()[:, None]
+            out[i0:i1] = torch.linalg.vecdot((w_g + a_g) / norms.clamp_min(1e-8), share[..., None], dim=1).t()
     return out
 
 
 def prepare_joint_images(model, regions: torch.Tensor) -> dict:
-    """(Ni, R, D) projected regions -> keys, values (Ni, R, D) and mean region (Ni, D) of a "both" model."""
-    return {"keys": model.attn.key(regions), "values": model.attn.value(regions), "mean": regions.mean(1)}
+    """(Ni, R, D) projected regions -> keys, values (Ni, R, D), their Gram matrices (Ni, R, R) and mean
+    region (Ni, D) of a "both" model."""
+    values = model.attn.value(regions)
+    return {"keys": model.attn.key(regions), "values": values, "gram": values @ values.transpose(1, 2),
+            "mean": regions.mean(1)}
 
 
 def packed_words(model, features, caption_rows: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +217,7 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
     lengths = features.lengths()[caption_rows]
     order = lengths.argsort()
     out = torch.empty(len(image_rows), len(caption_rows))
-    for c0, c1 in _caption_tiles(lengths[order].max().expand(len(order)), WORD_TILE):
+    for c0, c1 in _padded_tiles(lengths[order], WORD_TILE):
         cols = order[c0:c1]                           # sorted by length: each chunk pads little
         tokens, mask, tpooled = features.text_batch(caption_rows[cols])
         txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))

@@ -51,3 +51,17 @@ def test_caption_tiles_hold_whole_captions():
     tiles = fast_scoring._caption_tiles(lengths, words_per_tile=10)
     assert tiles == [(0, 2), (2, 3), (3, 4), (4, 5)]                  # a caption longer than a tile gets its own
     assert fast_scoring._caption_tiles(lengths, 100) == [(0, 5)]
+
+
+def test_padded_tiles_cover_every_caption_once_within_the_budget():
+    lengths = torch.tensor([3, 3, 4, 5, 9, 9, 30])
+    tiles = fast_scoring._padded_tiles(lengths, 12)
+    assert [i for a, b in tiles for i in range(a, b)] == list(range(len(lengths)))
+    assert all(b - a == 1 or (b - a) * int(lengths[b - 1]) <= 12 for a, b in tiles)
+    assert tiles[-1] == (6, 7)                       # a caption longer than the budget gets a tile of its own
+
+
+def test_segment_means_average_each_captions_own_rows():
+    x = torch.arange(12.0).view(6, 2)
+    got = fast_scoring._segment_means(x, torch.tensor([1, 3, 2]))
+    assert torch.equal(got, torch.stack([x[0], x[1:4].mean(0), x[4:].mean(0)]))
