@@ -82,12 +82,12 @@ def packed_t2i_scores(attn, words: torch.Tensor, lengths: torch.Tensor, regions:
     along contiguous memory, and a caption's mean is a sum of whole rows.
     """
     word_tile, image_tile = word_tile or WORD_TILE, image_tile or IMAGE_TILE
-    (n_img, r, d) = regions.shape
+    n_img, r = regions.shape[:2]
     q = attn.query(words) / attn.temperature                                   # (N_tok, D)
-    k = attn.key(regions).reshape(n_img * r, d)                                # (N_img * R, D)
+    k = attn.key(regions).flatten(0, 1)                                        # (N_img * R, D)
     v = attn.value(regions) if use_value else regions                          # (N_img, R, D)
     gram = v @ v.transpose(1, 2)                                               # (N_img, R, R): |a|² = αᵀGα
-    v_flat = v.reshape(n_img * r, d)
+    v_flat = v.flatten(0, 1)
     offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
     out = torch.empty(len(lengths), n_img)
     for c0, c1 in _caption_tiles(lengths, word_tile):
@@ -194,14 +194,15 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
     regions, pooled = features.image_batch(image_rows)
     regions = model.encode_images(regions.to(device), pooled.to(device))["regions"]
     flow, head = model.cfg.flow, model.cfg.head
-    if isinstance(model, BlogModel):
+    if isinstance(model, BlogModel) or getattr(model, "counts_padding", False):
         # Every caption is padded to the longest (as one batch would be), and the blog's mean runs over
         # all positions. A pad token is the zero vector, so every pad is the same word p: its cosine is
         # computed once per image and added (P - T_c) times to caption c's sum over its real words.
         words, lengths = packed_words(model, features, caption_rows, device)
         pad = model.text_proj(torch.zeros(1, model.cfg.text_dim, device=device))        # (1, D)
-        real = packed_t2i_scores(model.attn, words, lengths, regions, use_value=False)  # (N_cap, N_img)
-        pad_cos = packed_t2i_scores(model.attn, pad, lengths.new_ones(1), regions, use_value=False)
+        use_value = not isinstance(model, BlogModel)                                     # no value: the blog
+        real = packed_t2i_scores(model.attn, words, lengths, regions, use_value=use_value)  # (N_cap, N_img)
+        pad_cos = packed_t2i_scores(model.attn, pad, lengths.new_ones(1), regions, use_value=use_value)
         p = int(features.lengths().max())
         return ((real * lengths[:, None] + (p - lengths)[:, None] * pad_cos) / p).t().contiguous()
     if flow == "none":

@@ -1,4 +1,5 @@
-"""Training losses: InfoNCE, VSE++ hardest-negative triplet, difference (orthogonality), reconstruction.
+"""Training losses: InfoNCE, VSE++ hardest-negative triplet, a pointwise logistic loss, difference
+(orthogonality), reconstruction.
 
 Every retrieval loss takes a square score matrix `scores` (B, B) whose diagonal holds the
 matching pairs: row i is image i, column j is caption j.
@@ -24,6 +25,14 @@ def vse_triplet(scores: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
     cost_caption = (margin + negatives.max(dim=1).values - positive).clamp(min=0)  # image -> hardest caption
     cost_image = (margin + negatives.max(dim=0).values - positive).clamp(min=0)    # caption -> hardest image
     return (cost_caption + cost_image).mean()
+
+
+def pointwise(scores: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """(B, B) similarities, scalar log-temperature -> logistic loss on each matched pair and on one
+    mismatched pair per image (image i with caption i + 1), each judged alone: no candidate competes."""
+    z = scores * logit_scale.exp()
+    positive, negative = z.diag(), z.roll(-1, dims=1).diag()
+    return (F.softplus(-positive) + F.softplus(negative)).mean()
 
 
 def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor:

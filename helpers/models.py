@@ -42,6 +42,7 @@ class ModelConfig:
     private_dim: int = 64        # `decoupled_plus` private subspace
     diff_weight: float = 0.1
     recon_weight: float = 1.0
+    aux_weight: float = 0.0      # 07's variants: weight of the added loss term (helpers.ablations)
     init_temperature: float = 0.07
 
 
@@ -252,9 +253,12 @@ MODELS = {
 
 def build_model(name: str, **overrides) -> RetrievalModel:
     """Build one of `MODELS` by name; keyword arguments override `ModelConfig` fields."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    cls, presets = MODELS[name]
+    from .ablations import ABLATION_MODELS          # 07's one-change variants of `decoupled`
+
+    known = {**MODELS, **ABLATION_MODELS}
+    if name not in known:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(known)}")
+    cls, presets = known[name]
     return cls(ModelConfig(name=name, **{**presets, **overrides}))
 
 

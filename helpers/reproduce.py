@@ -67,7 +67,11 @@ def rank_on_test(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", 
 
     -> {'img_rank': (N_img,) ndarray, 'cap_rank': (N_cap,) ndarray, 'seconds': float}
     """
-    folder = run_dir(model, budget, seed)
+    return rank_folder(run_dir(model, budget, seed), feats["test"], device)
+
+
+def rank_folder(folder: Path, test_fs: FeatureSet, device: str = "cpu") -> dict:
+    """`rank_on_test` for the run in `folder`, ranked on `test_fs`."""
     cache = folder / "test_ranks.npz"
     best = folder / "best.pt"
     if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
@@ -75,9 +79,9 @@ def rank_on_test(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", 
         return {"img_rank": z["img_rank"], "cap_rank": z["cap_rank"], "seconds": float(z["seconds"])}
     result = load_result(folder, device)
     start = time.perf_counter()
-    scores = models.score_all(result.model, feats["test"], device=device)
+    scores = models.score_all(result.model, test_fs, device=device)
     seconds = time.perf_counter() - start
-    img_rank, cap_rank = metrics.ranks(scores, feats["test"].caption_image)
+    img_rank, cap_rank = metrics.ranks(scores, test_fs.caption_image)
     tmp = folder / "test_ranks.tmp.npz"
     np.savez(tmp, img_rank=img_rank, cap_rank=cap_rank, seconds=seconds)
     tmp.replace(cache)

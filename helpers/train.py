@@ -39,6 +39,7 @@ from .features import FeatureSet, synthetic_featureset
 
 MAX_LOGIT_SCALE = math.log(100.0)   # CLIP's cap on the learned inverse temperature
 VAL_METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum")
+LOSSES = ("infonce", "vse", "pointwise")
 UNCHECKED_FIELDS = ("progress",)     # TrainConfig fields that may change when a run is resumed
 
 
@@ -56,15 +57,17 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.1   # linear warm-up over this share of the steps, then cosine to 0
     clip_norm: float = 2.0
-    loss: str = "infonce"          # "infonce" (learned temperature) or "vse" (hardest-negative triplet)
+    loss: str = "infonce"          # "infonce" (learned temperature), "vse" (hardest-negative triplet) or
+                                   # "pointwise" (each pair judged alone, `losses.pointwise`)
     seed: int = 0
     device: str = field(default_factory=course_device)   # "cpu" unless COURSE_DEVICE says otherwise
     amp: bool = True               # bf16 autocast; only takes effect on CUDA
     progress: bool = True
+    init_from: str = ""            # a state dict of pre-trained weights (some of the model's) the run starts from
 
     def __post_init__(self):
-        if self.loss not in ("infonce", "vse"):
-            raise ValueError(f"loss must be 'infonce' or 'vse', got {self.loss!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -160,6 +163,8 @@ class ContrastiveStep(nn.Module):
             scores = self.model.score(img, txt)                           # model.score, if it has one
         if self.loss == "infonce":
             retrieval = losses.info_nce(scores.float(), self.model.logit_scale)
+        elif self.loss == "pointwise":
+            retrieval = losses.pointwise(scores.float(), self.model.logit_scale)
         else:
             retrieval = losses.vse_triplet(scores.float(), margin=0.2)
         extra = {k: v.float() for k, v in self.model.extra_losses(img, txt).items()}
@@ -193,9 +198,25 @@ def make_model(cfg: TrainConfig, fs: FeatureSet) -> models.RetrievalModel:
     """The untrained model of a run: seeded with cfg.seed, sized for the features of `fs`."""
     seed_everything(cfg.seed)
     model = models.build_model(cfg.model, **model_overrides(cfg, fs))
+    if cfg.init_from:
+        start_from(model, cfg.init_from)
     if cfg.loss == "vse":
         model.logit_scale.requires_grad_(False)   # VSE++ has no temperature; DDP rejects unused parameters
     return model
+
+
+def start_from(model: nn.Module, path: str | Path) -> None:
+    """Load the pre-trained weights in `path` (a state dict covering some of `model`'s parameters) into
+    `model`; a name or shape `model` does not have is an error, not a silent skip."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={str(path)!r} does not exist; pre-train first "
+                                f"(`helpers.ablations.pretrain_projections`) or clear init_from")
+    weights, own = torch.load(path, map_location="cpu", weights_only=True), model.state_dict()
+    wrong = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
+    if wrong or not weights:
+        raise ValueError(f"{path} does not fit model {type(model).__name__}: unknown or misshaped {wrong[:5]}")
+    model.load_state_dict(weights, strict=False)
 
 
 def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:
@@ -464,7 +485,11 @@ def _resume_state(run_dir: Path, configs: dict) -> dict | None:
     if not path.exists():
         return None
     state = load_checkpoint(path)
-    diffs = [d for key in configs for d in config_differences(state[key], configs[key], f"{key}.")]
+    # a setting added to the course after the run was saved counts as its default value
+    defaults = {"train_config": asdict(TrainConfig(device="cpu")), "model_config": asdict(models.ModelConfig())}
+    diffs = [d for key in configs
+             for d in config_differences({**{k: v for k, v in defaults.get(key, {}).items() if k not in ("device",)},
+                                          **state[key]}, configs[key], f"{key}.")]
     if diffs:
         raise ValueError(f"{run_dir} already holds a run with another configuration: " + "; ".join(diffs)
                          + f". Choose another run_dir, or delete {run_dir} to train this configuration there.")
