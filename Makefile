@@ -15,7 +15,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=1800 --log-leve
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search clean
+.PHONY: venv data course test unit notebooks refresh search ablations clean
 
 venv: $(STAMP)
 
@@ -73,6 +73,11 @@ refresh: data
 # the tests; it writes notebooks/search-cpu.csv, which is committed and which notebook 05 re-checks.
 search: data
 	@$(PY) -m helpers.tuning --budget cpu
+
+# Notebook 07's runs (sweeps, variants, data-scale curve, 3 seeds each), outside the tests; writes the
+# committed notebooks/ablations-*-cpu.* that 07 reads.
+ablations: data
+	@$(PY) -m helpers reproduce --ablations --budget cpu
 
 clean:
 	rm -rf runs results data/cache

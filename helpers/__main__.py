@@ -1,4 +1,4 @@
-"""Command line: `python -m helpers reproduce [--seeds N] [--budget cpu|gpu]` and `python -m helpers summary`."""
+"""Command line: `python -m helpers reproduce [--seeds N] [--budget cpu|gpu] [--ablations]` and `python -m helpers summary`."""
 from __future__ import annotations
 
 import argparse
@@ -36,9 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 5 for decoupled and joint, 3 for the others)")
     r.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
     r.add_argument("--models", nargs="+", default=None, help="subset of the models (default: the factorial and blog)")
+    r.add_argument("--ablations", action="store_true",
+                   help="07's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
     args = parser.parse_args(argv)
     if args.command == "summary":
         summary(args.executed)
+        return 0
+    if args.ablations:
+        from .ablations import reproduce_ablations
+
+        print(reproduce_ablations(args.budget).read_text())
         return 0
     from .reproduce import MODEL_NAMES, reproduce
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -277,10 +278,15 @@ def variant_features(variant: str, feats: dict[str, FeatureSet]) -> dict[str, Fe
     """The course's features, or for `logits_features` every split's images as their ImageNet logits."""
     if VARIANTS.get(variant, ("", "", {}))[2].get("features") != "logits":
         return feats
+    classifier = imagenet_classifier()
+    return {split: logits_features(fs, classifier) for split, fs in feats.items()}
+
+
+def imagenet_classifier() -> nn.Module:
+    """The image backbone's own ImageNet head: (B, C) pooled -> (B, 1000) logits."""
     from .encoders import load_image_encoder
 
-    classifier = load_image_encoder().head.eval()
-    return {split: logits_features(fs, classifier) for split, fs in feats.items()}
+    return load_image_encoder().head.eval()
 
 
 def variant_dir(variant: str, budget: str, seed: int, aux_weight: float | None = None):
@@ -425,3 +431,70 @@ def scale_table(scale: dict[tuple[str, float], list[dict]], caption_image, n_boo
             d = metrics.honest_difference(pairs((other, f)), pairs((BASELINE, f)), caption_image, n_boot=n_boot).loc["rsum"]
             rows.append({"fraction": f, "what": f"{other} - {BASELINE}", "value": d["diff"], "lo": d["lo"], "hi": d["hi"]})
     return pd.DataFrame(rows)
+
+
+def sweep_path(budget: str):
+    from .tuning import SEARCH_DIR
+
+    return SEARCH_DIR / f"ablations-sweep-{budget}.csv"
+
+
+def ranks_path(budget: str):
+    from .tuning import SEARCH_DIR
+
+    return SEARCH_DIR / f"ablations-ranks-{budget}.npz"
+
+
+def save_ranks(variants: dict, scale: dict, path) -> None:
+    """Every run's test ranks in one .npz: 'variant|name|seed|img' / '|cap', 'scale|model|fraction|seed|...'."""
+    arrays = {}
+    for name, runs in variants.items():
+        for s, r in zip(SEEDS, runs):
+            arrays[f"variant|{name}|{s}|img"], arrays[f"variant|{name}|{s}|cap"] = r["img_rank"], r["cap_rank"]
+    for (model, f), runs in scale.items():
+        for s, r in zip(SEEDS, runs):
+            arrays[f"scale|{model}|{f:g}|{s}|img"], arrays[f"scale|{model}|{f:g}|{s}|cap"] = r["img_rank"], r["cap_rank"]
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **{k: v.astype(np.int16) for k, v in arrays.items()})
+    tmp.replace(path)
+
+
+def load_ranks(path) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
+    """`save_ranks`'s file -> the (variants, scale) dicts of `all_ranks`."""
+    z = np.load(path)
+    variants, scale = {}, {}
+    for key in sorted(k for k in z.files if k.endswith("|img")):
+        parts, run = key.split("|"), {"img_rank": z[key].astype(np.int64), "cap_rank": z[key[:-3] + "cap"].astype(np.int64)}
+        if parts[0] == "variant":
+            variants.setdefault(parts[1], {})[int(parts[2])] = run
+        else:
+            scale.setdefault((parts[1], float(parts[2])), {})[int(parts[3])] = run
+    return ({k: [v[s] for s in sorted(v)] for k, v in variants.items()},
+            {k: [v[s] for s in sorted(v)] for k, v in scale.items()})
+
+
+def reproduce_ablations(budget: str = "cpu"):
+    """Everything 07 shows, outside the tests: the weight sweeps, every variant and every point of the
+    data-scale curve with 3 seeds, ranked on the 1K test set. Writes the sweep table and the ranks to
+    notebooks/ (committed, read by 07) and the tables to results/ablations.md."""
+    from .config import PATHS
+    from .features import load_course_features
+    from .reproduce import rank_on_test, seeds_for, train_run
+
+    feats = load_course_features(progress=True)
+    table = pd.concat([sweep(v, feats, budget) for v in VARIANTS if swept(v)], ignore_index=True)
+    table.to_csv(sweep_path(budget), index=False)
+    variants, scale = all_ranks(feats, budget, SEEDS, table)
+    save_ranks(variants, scale, ranks_path(budget))
+    baseline = []
+    for s in seeds_for(BASELINE):
+        train_run(BASELINE, feats, budget, s)
+        baseline.append(rank_on_test(BASELINE, feats, budget, s))
+    cap = feats["test"].caption_image
+    PATHS.results.mkdir(parents=True, exist_ok=True)
+    out = PATHS.results / "ablations.md"
+    sections = {"Sweeps (seed 0, validation)": table,
+                f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, cap),
+                "Data scale (test rSum)": scale_table(scale, cap)}
+    out.write_text("".join(f"## {title}\n```\n{t.round(2).to_string(index=False)}\n```\n\n" for title, t in sections.items()))
+    return out

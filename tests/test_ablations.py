@@ -1,6 +1,8 @@
 """Each of 07's variants does what its name says, and only that (helpers.ablations)."""
 import dataclasses
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -204,3 +206,47 @@ def test_each_variant_changes_one_thing_of_the_baseline_configuration(variant):
     if ablations.swept(variant):
         with pytest.raises(ValueError, match="aux_weight"):
             ablations.variant_config(variant)
+
+
+def test_saved_ranks_come_back_as_they_were(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def run():
+        return {"img_rank": rng.integers(0, 5000, 10), "cap_rank": rng.integers(0, 1000, 50)}
+
+    variants = {"no_value": [run() for _ in ablations.SEEDS]}
+    scale = {("dual", 0.25): [run() for _ in ablations.SEEDS]}
+    ablations.save_ranks(variants, scale, tmp_path / "r.npz")
+    v, s = ablations.load_ranks(tmp_path / "r.npz")
+    for want, got in [(variants["no_value"], v["no_value"]), (scale["dual", 0.25], s["dual", 0.25])]:
+        assert all(np.array_equal(a[k], b[k]) for a, b in zip(want, got) for k in ("img_rank", "cap_rank"))
+
+
+def test_the_runs_of_07_end_to_end_on_synthetic_features(tmp_path, monkeypatch, one_thread):
+    """Sweep, every variant, the data-scale curve and the tables, on tiny features with a 2-epoch budget."""
+    from helpers import reproduce, tuning
+    from helpers.features import synthetic_featureset
+
+    fs = synthetic_featureset(n_images=48, regions=9, image_dim=48, text_dim=24, max_len=10, seed=6)
+    feats = {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
+             "test": fs.select_images(torch.arange(40, 48))}
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
+    monkeypatch.setitem(reproduce.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
+                                                       model_overrides={"dim": 16}))
+    monkeypatch.setattr(tuning, "chosen_setting", lambda model, budget: None)
+    monkeypatch.setattr(ablations, "AUX_WEIGHTS", (0.1, 1.0))
+    monkeypatch.setattr(ablations, "SCALE_FRACTIONS", (0.5, 1.0))
+    monkeypatch.setattr(ablations, "imagenet_classifier", lambda: nn.Linear(48, 10))
+    table = pd.concat([ablations.sweep(v, feats) for v in ablations.VARIANTS if ablations.swept(v)])
+    assert len(table) == 3 * 2 and (table["share of loss %"] > 0).all()
+    variants, scale = ablations.all_ranks(feats, seeds=(0, 1), sweep_table=table)
+    assert set(variants) == set(ablations.VARIANTS) and all(len(r) == 2 for r in variants.values())
+    assert (tmp_path / "07-pretrained-projections-cpu-seed1.pt").is_file()
+    baseline = [reproduce.rank_folder(reproduce.run_dir("decoupled", "cpu", s), feats["test"])
+                for s in (0, 1)]                                          # the 1.0 point is 06's run
+    cap = feats["test"].caption_image
+    t = ablations.ablation_table(variants, baseline, cap, n_boot=50)
+    assert list(t.variant) == list(ablations.VARIANTS) and t.verdict.isin(
+        ["better", "credibly worse", "no credible difference"]).all()
+    s = ablations.scale_table(scale, cap, n_boot=50)
+    assert len(s) == 2 * (3 + 2) and s["lo"].le(s["value"]).all() and s["value"].le(s["hi"]).all()
