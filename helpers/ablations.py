@@ -286,7 +286,8 @@ def imagenet_classifier() -> nn.Module:
     """The image backbone's own ImageNet head: (B, C) pooled -> (B, 1000) logits."""
     from .encoders import load_image_encoder
 
-    return load_image_encoder().head.eval()
+    encoder, _ = load_image_encoder()
+    return encoder.head.eval()
 
 
 def variant_dir(variant: str, budget: str, seed: int, aux_weight: float | None = None):

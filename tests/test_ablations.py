@@ -250,3 +250,12 @@ def test_the_runs_of_07_end_to_end_on_synthetic_features(tmp_path, monkeypatch, 
         ["better", "credibly worse", "no credible difference"]).all()
     s = ablations.scale_table(scale, cap, n_boot=50)
     assert len(s) == 2 * (3 + 2) and s["lo"].le(s["value"]).all() and s["value"].le(s["hi"]).all()
+
+
+def test_the_imagenet_classifier_is_the_backbones_own_head():
+    from helpers.encoders import load_image_encoder
+
+    encoder, _ = load_image_encoder()
+    pooled = torch.randn(2, encoder.head.in_features)
+    with torch.no_grad():
+        torch.testing.assert_close(ablations.imagenet_classifier()(pooled), encoder.classify(pooled))
