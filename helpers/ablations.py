@@ -30,6 +30,7 @@ from torch import nn
 from .attention import DecoupledAttention
 from .encoders import TEXT_MAX_LENGTH
 from .features import FeatureSet
+from .losses import info_nce
 from .models import FactorialModel, ModelConfig
 
 T2I_WORDS = dict(flow="text_to_image", head="words")     # the baseline `decoupled`
@@ -191,9 +192,7 @@ def view_embedding(proj: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torc
 
 def simclr_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """(B, D), (B, D) unit embeddings of two views -> symmetric InfoNCE: each view finds its twin."""
-    logits = z1 @ z2.t() / temperature
-    target = torch.arange(len(z1))
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    return info_nce(z1 @ z2.t(), torch.tensor(1.0 / temperature).log())
 
 
 def pretrain_projections(model: FactorialModel, fs: FeatureSet, epochs: int = 5, batch_size: int = 256,
@@ -316,7 +315,7 @@ def variant_config(variant: str, budget: str = "cpu", seed: int = 0, aux_weight:
 def train_variant(variant: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0,
                   aux_weight: float | None = None):
     """Train (or reuse) one run of a variant; `pretrained` pre-trains its projections first (once per seed)."""
-    from .train import make_model, train
+    from .train import make_model, save_checkpoint, train
 
     folder = variant_dir(variant, budget, seed, aux_weight)
     init_from = ""
@@ -327,8 +326,7 @@ def train_variant(variant: str, feats: dict[str, FeatureSet], budget: str = "cpu
             pretrain_projections(model, feats["train"], seed=seed)
             weights = {k: v for k, v in model.state_dict().items() if k.startswith(("image_proj", "text_proj"))}
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(weights, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
+            save_checkpoint(weights, path)
         init_from = str(path)
     cfg = variant_config(variant, budget, seed, aux_weight, init_from)
     return train(cfg, feats["train"], feats["val"], folder)
