@@ -351,6 +351,27 @@ def chosen_weight(table: pd.DataFrame, variant: str) -> float:
     return float(rows.loc[rows["val rsum"].idxmax(), "weight"])
 
 
+def one_change(sweep_table: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
+    """Per variant: what differs from `decoupled`'s training configuration (seed 0), field by field."""
+    from .reproduce import train_config
+
+    base = dataclasses.asdict(train_config(BASELINE, budget, 0))
+    rows = []
+    for name, (group, change, how) in VARIANTS.items():
+        weight = chosen_weight(sweep_table, name) if swept(name) else None
+        cfg = dataclasses.asdict(variant_config(name, budget, 0, weight,
+                                                "runs/07-pretrained-projections-..." if how.get("pretrain") else ""))
+        diffs = {k: v for k, v in cfg.items() if v != base[k]}
+        if "model_overrides" in diffs:
+            diffs["model_overrides"] = {k: v for k, v in diffs["model_overrides"].items()
+                                        if base["model_overrides"].get(k) != v}
+        if how.get("features"):
+            diffs["features"] = "test/val/train images as (N, 1, 1000) ImageNet logits"
+        rows.append({"group": group, "variant": name, "change": change,
+                     "differs from decoupled in": "; ".join(f"{k} = {v}" for k, v in diffs.items())})
+    return pd.DataFrame(rows)
+
+
 def scale_dir(model: str, fraction: float, budget: str, seed: int):
     """Runs of the data-scale curve; the full training set is notebook 06's run of the model."""
     from .config import PATHS
@@ -432,6 +453,34 @@ def scale_table(scale: dict[tuple[str, float], list[dict]], caption_image, n_boo
     return pd.DataFrame(rows)
 
 
+def gap_table(scale: dict[tuple[str, float], list[dict]], caption_image, n_boot: int = 1000) -> pd.DataFrame:
+    """How each gap to `decoupled` moves from the smallest to the largest training fraction: the change
+    of (other - decoupled) in rSum points, with a 95% interval (`metrics.honest_contrast`, four sets of
+    independent runs on the same resampled test images), and the word for it. The gap "narrows" when it
+    credibly moves toward zero from a credible starting gap, "widens" when it credibly moves away from
+    it (or opens where there was no credible gap), else "holds (no credible change)"."""
+    from . import metrics
+
+    small, large = min(f for _, f in scale), max(f for _, f in scale)
+    pairs = {key: [(r["img_rank"], r["cap_rank"]) for r in runs] for key, runs in scale.items()}
+    rows = []
+    for other in ("joint", "dual"):
+        before, b_lo, b_hi = metrics.honest_contrast([(1, pairs[other, small]), (-1, pairs[BASELINE, small])],
+                                                     caption_image, n_boot=n_boot)
+        change, lo, hi = metrics.honest_contrast([(1, pairs[other, large]), (-1, pairs[BASELINE, large]),
+                                                  (-1, pairs[other, small]), (1, pairs[BASELINE, small])],
+                                                 caption_image, n_boot=n_boot)
+        if b_lo > 0 or b_hi < 0:                        # a credible gap to start from
+            toward_zero = -np.sign(before)
+            word = ("narrows" if min(toward_zero * lo, toward_zero * hi) > 0 else
+                    "widens" if max(toward_zero * lo, toward_zero * hi) < 0 else "holds (no credible change)")
+        else:
+            word = "widens (opens from no credible gap)" if lo > 0 or hi < 0 else "holds (no credible change)"
+        rows.append({"gap": f"{other} - {BASELINE}", f"at {small:.0%}": before, f"at {large:.0%}": before + change,
+                     "change": change, "lo": lo, "hi": hi, "the gap": word})
+    return pd.DataFrame(rows)
+
+
 def sweep_path(budget: str):
     from .tuning import SEARCH_DIR
 
@@ -472,11 +521,83 @@ def load_ranks(path) -> tuple[dict[str, list[dict]], dict[tuple[str, float], lis
             {k: [v[s] for s in sorted(v)] for k, v in scale.items()})
 
 
+def runs_path(budget: str):
+    from .tuning import SEARCH_DIR
+
+    return SEARCH_DIR / f"ablations-runs-{budget}.csv"
+
+
+def run_log(sweep_table: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
+    """One row per run of `make ablations` (sweep, variants, the scale curve's new points), from its
+    history.csv: epochs trained, best epoch, training seconds (validation included), whether it
+    its best epoch came before its last (converged by the course's rule), and how much its
+    best validation rSum gained in its last 3 epochs (0 when it stopped early)."""
+    import re
+
+    from .config import PATHS
+
+    rows = []
+    for folder in sorted(PATHS.runs.glob(f"07-*-{budget}-seed*")):
+        history = folder / "history.csv"
+        if not history.is_file():
+            continue
+        h = pd.read_csv(history)
+        name = folder.name[3:].rsplit(f"-{budget}-seed", 1)[0]
+        scale = re.fullmatch(r"scale-(\w+)-(\d+)pct", name)
+        weight = re.fullmatch(r"(\w+)-w([\d.]+)", name)
+        kind = "scale" if scale else "sweep" if weight and int(folder.name.rsplit("seed", 1)[1]) == 0 else "variant"
+        rows.append({"kind": kind, "run": scale.group(1) if scale else weight.group(1) if weight else name,
+                     "weight": float(weight.group(2)) if weight else np.nan,
+                     "fraction": int(scale.group(2)) / 100 if scale else 1.0,
+                     "seed": int(folder.name.rsplit("seed", 1)[1]), "epochs": len(h),
+                     "best epoch": int(h.loc[h.rsum.idxmax(), "epoch"]), "training s": float(h.seconds.sum()),
+                     "gain in last 3 epochs": float(h.rsum.max() - h.rsum.iloc[:-3].max()) if len(h) > 3 else np.nan})
+    log = pd.DataFrame(rows)
+    if len(log):   # a swept variant's seed-0 run at its chosen weight is both a sweep run and a variant run
+        chosen = {v: chosen_weight(sweep_table, v) for v in sweep_table.variant.unique()}
+        log.loc[(log.kind == "sweep") & (log.weight == log.run.map(chosen)), "kind"] = "sweep + variant"
+        log["best before last"] = log["best epoch"] < log["epochs"]
+    return log
+
+
+def load_committed(budget: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """The committed outputs of `make ablations` -> (sweep table, run log, {variant: ranks per seed},
+    {(model, fraction): ranks per seed}); a clear error when one is missing."""
+    sweep_file, ranks_file = sweep_path(budget), ranks_path(budget)
+    for f in (sweep_file, ranks_file, runs_path(budget)):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: it is committed with the course, so restore it "
+                                    f"(`git checkout -- {f.parent.name}/{f.name}`) or recompute it with "
+                                    f"`make ablations` (about 1.5 hours on a 2-core CPU)")
+    variants, scale = load_ranks(ranks_file)
+    return pd.read_csv(sweep_file), pd.read_csv(runs_path(budget)), variants, scale
+
+
+def write_tables(tables: dict[str, pd.DataFrame]):
+    """{title: table} -> results/ablations.md (each table as text, 2 decimals); -> its path."""
+    from .config import PATHS
+
+    PATHS.results.mkdir(parents=True, exist_ok=True)
+    out = PATHS.results / "ablations.md"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(f"## {title}\n```\n{t.round(2).to_string(index=False)}\n```\n\n"
+                           for title, t in tables.items()))
+    tmp.replace(out)
+    return out
+
+
+def tables(sweep_table: pd.DataFrame, variants: dict, scale: dict, baseline: list[dict], caption_image) -> dict:
+    """The three tables of 07 (and of results/ablations.md), from the runs' test ranks."""
+    return {"Sweeps (seed 0, validation)": sweep_table,
+            f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, caption_image),
+            "Data scale (test rSum)": scale_table(scale, caption_image),
+            "How the gaps move with data (test rSum)": gap_table(scale, caption_image)}
+
+
 def reproduce_ablations(budget: str = "cpu"):
     """Everything 07 shows, outside the tests: the weight sweeps, every variant and every point of the
     data-scale curve with 3 seeds, ranked on the 1K test set. Writes the sweep table and the ranks to
     notebooks/ (committed, read by 07) and the tables to results/ablations.md."""
-    from .config import PATHS
     from .features import load_course_features
     from .reproduce import rank_on_test, seeds_for, train_run
 
@@ -485,15 +606,9 @@ def reproduce_ablations(budget: str = "cpu"):
     table.to_csv(sweep_path(budget), index=False)
     variants, scale = all_ranks(feats, budget, SEEDS, table)
     save_ranks(variants, scale, ranks_path(budget))
+    run_log(table, budget).to_csv(runs_path(budget), index=False)
     baseline = []
     for s in seeds_for(BASELINE):
         train_run(BASELINE, feats, budget, s)
         baseline.append(rank_on_test(BASELINE, feats, budget, s))
-    cap = feats["test"].caption_image
-    PATHS.results.mkdir(parents=True, exist_ok=True)
-    out = PATHS.results / "ablations.md"
-    sections = {"Sweeps (seed 0, validation)": table,
-                f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, cap),
-                "Data scale (test rSum)": scale_table(scale, cap)}
-    out.write_text("".join(f"## {title}\n```\n{t.round(2).to_string(index=False)}\n```\n\n" for title, t in sections.items()))
-    return out
+    return write_tables(tables(table, variants, scale, baseline, feats["test"].caption_image))

@@ -68,6 +68,10 @@ TOLERANCES = {
                                       "words whose attention peak moves to a neighbouring cell"),
     "probe": Tolerance(1.0, "linear-probe mAP in points on model vectors: the model's weights differ a little "
                             "per CPU (Intel vs AMD: 0.1 points); a probe refit amplifies that"),
+    "single_run_rsum": Tolerance(3.0, "one run retrained from scratch and ranked on the 1K test, against the same "
+                                      "run committed from another machine: float rounding over a few hundred steps "
+                                      "can move early stopping by an epoch (neighbouring epochs differ by 1-3 "
+                                      "points); the wrong image features move it by tens of points"),
     "rate": Tolerance(0.03, "a hit rate or accuracy (0-1) over ~1,000-1,500 cases from trained models"),
 }
 
@@ -148,3 +152,23 @@ def expect(values, ref: str, tolerance: str, budget: str = "cpu") -> None:
     what = "value" if n == 1 else f"{n} values"
     bound = "equal to" if tol.abs == 0 else f"within ±{tol.abs:g} of"
     print(f"checked: {what} {bound} the committed reference '{ref}'")
+
+
+def agree(computed, committed, tolerance: str, what: str, budget: str = "cpu") -> None:
+    """Check numbers computed here against the same numbers committed from a maintainer's run (a number,
+    dict or Series, matched by key); raise AssertionError naming each one that differs by more than
+    TOLERANCES[tolerance]. Prints one line that is the same on every machine."""
+    tol = TOLERANCES[tolerance]
+    skip = references_apply() or (None if budget == "cpu" else f"the committed runs are for the CPU budget, not {budget!r}")
+    if skip:
+        print(f"not checked: {skip}")
+        return
+    got, want = _flatten(computed), _flatten(committed)
+    if set(got) != set(want):
+        raise AssertionError(f"{what}: computed {sorted(got)} but committed {sorted(want)}")
+    problems = [f"{k or what} = {float(got[k]):.4g} here, {float(want[k]):.4g} committed" for k in sorted(got)
+                if not abs(float(got[k]) - float(want[k])) <= tol.abs]
+    if problems:
+        raise AssertionError(f"{what}: {len(problems)} value(s) differ beyond the tolerance '{tolerance}' ({tol.why}):\n  "
+                             + "\n  ".join(problems) + "\nIf helpers changed on purpose, rerun `make ablations` and commit its files.")
+    print(f"checked: {what}, {len(got)} value(s) within ±{tol.abs:g} of the committed run")

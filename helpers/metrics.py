@@ -340,6 +340,25 @@ def honest_difference(a_ranks_per_seed, b_ranks_per_seed, caption_image, n_boot:
                                   columns=["A", "B", "diff", "lo", "hi", "rel_%", "rel_lo", "rel_hi"])
 
 
+def honest_contrast(terms, caption_image, metric: str = "rsum", n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95, ks=KS) -> tuple[float, float, float]:
+    """[(weight, per-seed [(img_rank, cap_rank), ...]), ...], (N_cap,) caption images -> (point, lo, hi) of
+    sum_j weight_j * mean_j of `metric`, e.g. a change of a gap: (+1, A@100%), (-1, B@100%), (-1, A@25%), (+1, B@25%).
+
+    The interval as in `honest_difference`: the same resampled test images for every term, and one
+    Student-t seed term weight^2 * s^2 / n per term (the terms' seeds are independent runs).
+    """
+    n_img = _check_runs([r for _, runs in terms for r in runs], caption_image, n_boot, level)
+    img_idx = _draw_images(np.random.default_rng(seed), n_boot, n_img)
+    point, boot, seed_terms = 0.0, np.zeros(n_boot), []
+    for weight, runs in terms:
+        per_seed, reps = _cluster_recalls(runs, caption_image, img_idx, ks)
+        v, n = per_seed[metric], len(runs)
+        point, boot = point + weight * float(v.mean()), boot + weight * reps[metric]
+        seed_terms.append((weight ** 2 * float(v.var(ddof=1)) / n if n > 1 else 0.0, n))
+    return (point, *_t_interval(point, boot, seed_terms, level))
+
+
 def honest_rate_difference(a_runs, a_col: str, b_runs=None, b_col: str | None = None, n_boot: int = 2000,
                            seed: int = 0, level: float = 0.95) -> dict:
     """Per-seed case tables (DataFrames with image_id and 0/1 or rate columns) -> the difference of two

@@ -128,3 +128,40 @@ def rsum_with_intervals(results: pd.DataFrame, anchors: dict[str, float] | None 
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig
+
+
+def forest(table: pd.DataFrame, label: str = "variant", group: str = "group"):
+    """One row per comparison: the difference (dot) and its 95% interval (bar), zero dashed; rows grouped,
+    coloured by whether the interval excludes zero."""
+    t = table.iloc[::-1].reset_index(drop=True)                  # first row on top
+    colour = np.where(t.lo > 0, "tab:green", np.where(t.hi < 0, "tab:red", "dimgrey"))
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(t) + 1.2))
+    ax.hlines(t.index, t.lo, t.hi, color=colour, lw=2.5)
+    ax.scatter(t.difference, t.index, color=colour, zorder=3)
+    ax.axvline(0, ls="--", color="grey")
+    ax.set_yticks(t.index, [f"{v}  ({g.split()[-1].rstrip('s')})" if group else v
+                            for v, g in zip(t[label], t[group] if group else t[label])])
+    ax.set(xlabel="change of rSum vs decoupled (points; 95% interval)",
+           title="one change at a time: green credibly better, red credibly worse, grey no credible difference")
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig
+
+
+def scale_curve(table: pd.DataFrame, n_train: dict[float, int]):
+    """rSum against the number of training images, one line per model with 95% interval bars."""
+    models = table[~table.what.str.contains(" - ")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for k, (name, rows) in enumerate(models.groupby("what", sort=False)):
+        x = np.array([n_train[f] for f in rows.fraction]) * (1 + 0.015 * (k - 1))   # a nudge keeps bars apart
+        ax.errorbar(x, rows.value, yerr=[rows.value - rows.lo, rows.hi - rows.value], marker="o", capsize=4,
+                    label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(n_train.values()), [str(n) for n in sorted(n_train.values())])
+    ax.minorticks_off()
+    ax.set(xlabel="training images (log scale; captions come with them)", ylabel="rSum on the 1K test (max 600)",
+           title="more data, same validation and test: mean over 3 seeds, 95% intervals")
+    ax.title.set_fontsize(9)
+    ax.legend()
+    fig.tight_layout()
+    return fig

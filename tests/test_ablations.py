@@ -250,6 +250,13 @@ def test_the_runs_of_07_end_to_end_on_synthetic_features(tmp_path, monkeypatch, 
         ["better", "credibly worse", "no credible difference"]).all()
     s = ablations.scale_table(scale, cap, n_boot=50)
     assert len(s) == 2 * (3 + 2) and s["lo"].le(s["value"]).all() and s["value"].le(s["hi"]).all()
+    assert set(ablations.tables(table, variants, scale, baseline, cap)) == {
+        "Sweeps (seed 0, validation)", "Variants vs decoupled (test rSum)", "Data scale (test rSum)",
+        "How the gaps move with data (test rSum)"}
+    log = ablations.run_log(table)
+    assert len(log) == 3 * 2 + 10 * 2 - 3 + 3 * 2      # sweeps, variants (3 swept seed-0 runs shared), scale at 0.5
+    assert (log.kind == "sweep + variant").sum() == 3 and set(log.kind) == {"sweep", "sweep + variant", "variant", "scale"}
+    assert log.loc[log.kind == "scale", "fraction"].eq(0.5).all() and log.epochs.le(2).all()
 
 
 def test_the_imagenet_classifier_is_the_backbones_own_head():
@@ -259,3 +266,45 @@ def test_the_imagenet_classifier_is_the_backbones_own_head():
     pooled = torch.randn(2, encoder.head.in_features)
     with torch.no_grad():
         torch.testing.assert_close(ablations.imagenet_classifier()(pooled), encoder.classify(pooled))
+
+
+def _scale_runs(rng, means: dict):
+    """{(model, fraction): rank level} -> 3 seeds each of a 40-image test set, most queries at that level."""
+    def run(level):
+        return {"img_rank": np.where(rng.random(40) < 0.5, level, 0), "cap_rank": np.where(rng.random(200) < 0.5, level, 0)}
+    return {key: [run(level) for _ in range(3)] for key, level in means.items()}
+
+
+@pytest.mark.parametrize("levels, word", [((0, 12, 0, 0), "narrows"), ((5, 12, 0, 12), "widens"), ((0, 12, 0, 20), "holds (no credible change)"),
+                                          ((12, 12, 0, 12), "widens (opens from no credible gap)"),
+                                          ((12, 12, 12, 12), "holds (no credible change)")])
+def test_gap_table_says_narrows_widens_or_holds(levels, word):
+    """Half the queries at rank 0 (a hit) or at the level (12 or 20: a miss at every K); dual plays no part."""
+    joint_small, dec_small, joint_large, dec_large = levels
+    cap = np.repeat(np.arange(40), 5)
+    scale = _scale_runs(np.random.default_rng(0), {
+        ("joint", 0.25): joint_small, ("decoupled", 0.25): dec_small, ("dual", 0.25): 0,
+        ("joint", 1.0): joint_large, ("decoupled", 1.0): dec_large, ("dual", 1.0): 0})
+    t = ablations.gap_table(scale, cap, n_boot=200).set_index("gap")
+    assert t.loc["joint - decoupled", "the gap"] == word
+    assert t.loc["joint - decoupled", "change"] == pytest.approx(
+        t.loc["joint - decoupled", "at 100%"] - t.loc["joint - decoupled", "at 25%"])
+
+
+def test_one_change_names_the_one_field_of_each_variant():
+    sweep_table = pd.DataFrame({"variant": ["local_consistency", "word_diversity", "masked_reconstruction"] * 2,
+                                "weight": [0.1] * 3 + [10.0] * 3, "val rsum": [1, 2, 3, 3, 1, 2]})
+    t = ablations.one_change(sweep_table).set_index("variant")["differs from decoupled in"]
+    assert list(t.index) == list(ablations.VARIANTS)
+    assert t["no_value"] == "model = no_value" and t["loss_vse"] == "loss = vse"
+    assert t["local_consistency"] == "model = local_consistency; model_overrides = {'aux_weight': 10.0}"
+    assert t["word_diversity"].endswith("{'aux_weight': 0.1}") and t["pretrained"].startswith("init_from = ")
+    assert t["logits_features"].startswith("features = ")
+
+
+def test_missing_committed_files_say_how_to_get_them(tmp_path, monkeypatch):
+    from helpers import tuning
+
+    monkeypatch.setattr(tuning, "SEARCH_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="make ablations"):
+        ablations.load_committed("cpu")

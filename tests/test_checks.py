@@ -61,3 +61,14 @@ def test_other_encoders_device_or_budget_are_not_compared(refs, monkeypatch, cap
 
 def test_every_tolerance_says_why():
     assert all(t.why and t.abs >= 0 for t in checks.TOLERANCES.values())
+
+
+def test_agree_passes_within_the_tolerance_and_names_what_moved(refs, capsys):
+    checks.agree({"dual": 300.4, "joint": 320.0}, {"dual": 300.0, "joint": 321.5}, "test_rsum", "mean rSum")
+    assert capsys.readouterr().out == "checked: mean rSum, 2 value(s) within ±2 of the committed run\n"
+    with pytest.raises(AssertionError, match=r"joint = 325 here, 321.5 committed"):
+        checks.agree({"dual": 300.4, "joint": 325.0}, {"dual": 300.0, "joint": 321.5}, "test_rsum", "mean rSum")
+    with pytest.raises(AssertionError, match="computed"):
+        checks.agree({"dual": 300.0}, {"joint": 300.0}, "test_rsum", "mean rSum")
+    checks.agree(160.2, 160.0, "single_run_rsum", "one run", budget="gpu")
+    assert capsys.readouterr().out.startswith("not checked")

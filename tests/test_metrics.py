@@ -291,6 +291,22 @@ def test_honest_difference_identical_and_better_models():
         metrics.honest_difference(a, b, cap_img[:-1])
 
 
+def test_honest_contrast_two_terms_is_honest_difference_and_weights_scale_it():
+    rng = np.random.default_rng(3)
+    a = [(r[0][:6], r[1][:len(RAGGED_CAP_IMG)]) for r in _runs(rng, 3, 0.5)]
+    b = [(r[0][:6], r[1][:len(RAGGED_CAP_IMG)]) for r in _runs(rng, 4, 0.0)]
+    d = metrics.honest_difference(a, b, RAGGED_CAP_IMG, n_boot=200).loc["rsum"]
+    assert metrics.honest_contrast([(1, a), (-1, b)], RAGGED_CAP_IMG, n_boot=200) == pytest.approx(
+        (d["diff"], d["lo"], d["hi"]))
+    # a gap's change: (A - B) - (A - B) is exactly 0 with no test term; the seed terms of all four stay
+    point, lo, hi = metrics.honest_contrast([(1, a), (-1, b), (-1, a), (1, b)], RAGGED_CAP_IMG, n_boot=200)
+    assert point == pytest.approx(0) and lo < 0 < hi and lo == pytest.approx(-hi)
+    levels_a, levels_b = [0, 3, 20], [20, 3, 7]
+    two = metrics.honest_contrast([(2, _constant_runs(levels_a)), (-2, _constant_runs(levels_b))], RAGGED_CAP_IMG, n_boot=50)
+    one = metrics.honest_contrast([(1, _constant_runs(levels_a)), (-1, _constant_runs(levels_b))], RAGGED_CAP_IMG, n_boot=50)
+    assert two == pytest.approx(tuple(2 * x for x in one))
+
+
 # Coverage by simulation. A population of test images, 5 captions each, and two models, A and B.
 # A query's latent easiness z is the sum of independent normals:
 #   model mean + seed shift (per model and training seed) + image difficulty (shared by A and B)
