@@ -24,7 +24,6 @@ myst_heading_anchors = 2
 
 html_theme = "sphinx_book_theme"
 html_theme_options = {
-    "home_page_in_toc": True,
     "show_navbar_depth": 1,
     "show_toc_level": 2,
     "use_download_button": True,

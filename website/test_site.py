@@ -194,12 +194,14 @@ def test_page(visit, server, path):
 
 
 def test_every_notebook_has_a_page_in_course_order(visit):
-    """The sidebar lists the landing page, every committed notebook in course order, the references."""
-    v = visit("index.html")
-    nav = v.page.eval_on_selector_all("nav.bd-links a.reference.internal", "els => els.map(a => a.getAttribute('href'))")
-    # "#": the landing page itself, first in the sidebar.
-    expected = ["#"] + [f"notebooks/{nb.stem}.html" for nb in NOTEBOOKS] + ["references.html"]
+    """The sidebar lists every committed notebook in course order, then the references; its title
+    leads back to the landing page."""
+    nav = visit("index.html").page.eval_on_selector_all(
+        "nav.bd-links a.reference.internal", "els => els.map(a => a.getAttribute('href'))")
+    expected = [f"notebooks/{nb.stem}.html" for nb in NOTEBOOKS] + ["references.html"]
     assert nav == expected, f"sidebar navigation {nav} is not the course order {expected}"
+    page = visit(f"notebooks/{NOTEBOOKS[-1].stem}.html").page
+    assert page.get_attribute("a.navbar-brand", "href") == "../index.html"
 
 
 def test_landing_page(visit):
