@@ -15,15 +15,16 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=1800 --log-leve
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search ablations clean
+.PHONY: venv data course test unit notebooks refresh search ablations clean site site-test
 
 venv: $(STAMP)
 
 # `pip install -q ARGS` with pip's "WARNING: Location" lines filtered out. A failed install stops make:
 # pipefail keeps pip's exit status through the pipe; the grep side never fails (status 1 only means
 # it had nothing left to print).
-pip_install = set -o pipefail; $(PY) -m pip install -q $(1) 2>&1 | { grep -v "^WARNING: Location" || true; } \
-	|| { echo "== pip install $(1) failed: see pip's error above" >&2; exit 1; }
+pip_install = $(call pip_install_into,$(PY),$(1))
+pip_install_into = set -o pipefail; $(1) -m pip install -q $(2) 2>&1 | { grep -v "^WARNING: Location" || true; } \
+	|| { echo "== pip install $(2) failed: see pip's error above" >&2; exit 1; }
 
 # Rebuilt only when a pin changes; a second `make` does nothing here.
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
@@ -78,6 +79,34 @@ search: data
 # committed notebooks/ablations-*-cpu.* that 07 reads.
 ablations: data
 	@$(PY) -m helpers reproduce --ablations --budget cpu
+
+# The course as a static website, built from the committed executed notebooks (never re-run) into
+# build/site/, with no internet. Its tools live in a small venv of their own (no torch, about 30 s to
+# set up), so that no docs dependency can move a pin of the tested course environment in .venv.
+SITE_VENV := .venv-site
+SITE_PY := $(SITE_VENV)/bin/python
+SITE_STAMP := $(SITE_VENV)/.installed
+SITE_OUT := build/site
+SITE_SOURCES := $(filter-out website/test_%,$(wildcard website/*.py website/*.md)) README.md
+
+$(SITE_STAMP): requirements-site.txt
+	@echo "== website tools: $(SITE_VENV) (pinned in requirements-site.txt)"
+	@test -x $(SITE_PY) || $(PYTHON) -m venv $(SITE_VENV)
+	@$(call pip_install_into,$(SITE_PY),-r requirements-site.txt)
+	@touch $@
+
+# `make site` always rebuilds (a few seconds); `make site-test` builds only when a source is newer.
+site: $(SITE_STAMP)
+	@$(SITE_PY) website/build.py $(SITE_OUT)
+
+$(SITE_OUT)/index.html: $(SITE_STAMP) $(NOTEBOOKS) $(SITE_SOURCES)
+	@$(SITE_PY) website/build.py $(SITE_OUT)
+
+# Every page in headless Chromium (Debian's `chromium`), served on 127.0.0.1; screenshots in
+# build/site-test/. Outside tests/, so `make unit` never runs it.
+site-test: $(SITE_OUT)/index.html
+	@echo "== website in headless Chromium"
+	@$(SITE_PY) -m pytest website -q --durations=3
 
 clean:
 	rm -rf runs results data/cache
