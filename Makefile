@@ -15,7 +15,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=1800 --log-leve
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search ablations clean site site-test
+.PHONY: venv data course test unit notebooks refresh search ablations student clean site site-test
 
 venv: $(STAMP)
 
@@ -108,5 +108,11 @@ site-test: $(SITE_OUT)/index.html
 	@echo "== website in headless Chromium"
 	@$(SITE_PY) -m pytest website -q --durations=3
 
+# The student edition: every notebook with its exercise solutions replaced by nbgrader's stub (`# YOUR CODE
+# HERE` / `raise NotImplementedError()`) and those cells' outputs cleared, written to student/ (git-ignored).
+# Needs the environment only, not the data.
+student: venv
+	@$(PY) -m helpers student
+
 clean:
-	rm -rf runs results data/cache
+	rm -rf runs results data/cache student build

@@ -1,4 +1,5 @@
-"""Command line: `python -m helpers reproduce [--seeds N] [--budget cpu|gpu] [--ablations]` and `python -m helpers summary`."""
+"""Command line: `python -m helpers reproduce [--seeds N] [--budget cpu|gpu] [--ablations]`, `python -m helpers summary`
+and `python -m helpers student [--out DIR]`."""
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=None, help="subset of the models (default: the factorial and blog)")
     r.add_argument("--ablations", action="store_true",
                    help="07's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
+    st = sub.add_parser("student", help="write the student edition: exercise solutions replaced by stubs (nbgrader's markers)")
+    st.add_argument("--out", type=Path, default=None, help="folder to write to (default: student/, git-ignored)")
     args = parser.parse_args(argv)
+    if args.command == "student":
+        from .editions import STUDENT_DIR, write_student_edition
+
+        out = args.out or STUDENT_DIR
+        written = write_student_edition(out=out)
+        print(f"student edition: {len(written)} notebooks, {sum(written.values())} exercises to do -> {out}")
+        return 0
     if args.command == "summary":
         summary(args.executed)
         return 0
