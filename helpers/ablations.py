@@ -422,8 +422,8 @@ def ablation_table(variants: dict[str, list[dict]], baseline: list[dict], captio
     test images resampled with their captions, plus a Student-t seed term) and the verdict."""
     from . import metrics
 
-    rows = []
-    for name, runs in variants.items():
+    rows, order = [], list(VARIANTS)
+    for name, runs in sorted(variants.items(), key=lambda kv: order.index(kv[0])):   # the course's order
         d = metrics.honest_difference([(r["img_rank"], r["cap_rank"]) for r in runs],
                                       [(r["img_rank"], r["cap_rank"]) for r in baseline], caption_image,
                                       n_boot=n_boot).loc["rsum"]

