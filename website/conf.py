@@ -35,6 +35,9 @@ html_theme_options = {
     "extra_footer": "<p>Built from the course's committed, executed notebooks (not re-run) with Sphinx, "
                     "MyST-NB and sphinx-book-theme.</p>",
 }
+# Show titles and prose as written: Sphinx's smart quotes would turn the notebooks' ' into ’, so a
+# page's heading would no longer be the notebook's title.
+smartquotes = False
 html_use_index = False  # an empty general index page helps no one
 html_domain_indices = False
 # MathJax would come from a CDN; no page needs it (the notebooks write √d as text, not LaTeX). If one
