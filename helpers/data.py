@@ -261,6 +261,21 @@ def mine_labels(captions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({cat: text.str.contains(p).astype(int) for cat, p in patterns.items()})
 
 
+def without_people(subset: CocoSubset, image_ids=None) -> list[int]:
+    """Image ids, in order, whose captions name no person (mined labels): neutral examples to show in a
+    classroom (no children, no identifiable faces as the subject)."""
+    mined = mine_labels(subset.captions)
+    ids = subset.image_ids if image_ids is None else [int(i) for i in image_ids]
+    return [i for i in ids if i in mined.index and not mined.loc[i, "person"]]
+
+
+def rows_without_people(subset: CocoSubset, image_ids) -> list[int]:
+    """(N,) image ids (a FeatureSet's `image_ids`) -> the positions of those whose captions name no person."""
+    ids = [int(i) for i in image_ids]
+    keep = set(without_people(subset, ids))
+    return [r for r, i in enumerate(ids) if i in keep]
+
+
 def instance_labels(subset: CocoSubset) -> pd.DataFrame:
     """(N_inst_img, 80) 0/1 DataFrame of the official instance labels, for the 258 labelled images."""
     inst = subset.instances
