@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .config import PATHS
+from .atomic import atomic_path
 from .download import check_file_name, download_subset, md5sum
 
 IDS_CSV = PATHS.data / "subset_images.csv"   # committed: ids, checksums, has_instances, split
@@ -64,14 +65,12 @@ def _copy_from(source: Path, dest: Path) -> int:
     (dest / "annotations").mkdir(exist_ok=True)
     todo = _bad_files(dest, manifest) if (dest / "manifest.csv").is_file() else list(manifest.file_name)
     for name in todo:
-        tmp = dest / "images" / (name + ".tmp")
-        shutil.copyfile(source / "images" / name, tmp)
-        os.replace(tmp, dest / "images" / name)
+        with atomic_path(dest / "images" / name) as tmp:
+            shutil.copyfile(source / "images" / name, tmp)
     for rel in ["annotations/captions.json", "annotations/instances.json", "SOURCES.md", "manifest.csv"]:
         if (source / rel).is_file():
-            tmp = dest / (rel + ".tmp")
-            shutil.copyfile(source / rel, tmp)
-            os.replace(tmp, dest / rel)
+            with atomic_path(dest / rel) as tmp:
+                shutil.copyfile(source / rel, tmp)
     return len(todo)
 
 
