@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import DecoupledAttention
+from .atomic import atomic_path
 from .encoders import TEXT_MAX_LENGTH
 from .features import FeatureSet
 from .losses import info_nce
@@ -502,9 +503,8 @@ def save_ranks(variants: dict, scale: dict, path) -> None:
     for (model, f), runs in scale.items():
         for s, r in zip(SEEDS, runs):
             arrays[f"scale|{model}|{f:g}|{s}|img"], arrays[f"scale|{model}|{f:g}|{s}|cap"] = r["img_rank"], r["cap_rank"]
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **{k: v.astype(np.int16) for k, v in arrays.items()})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **{k: v.astype(np.int16) for k, v in arrays.items()})
 
 
 def load_ranks(path) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
@@ -579,10 +579,9 @@ def write_tables(tables: dict[str, pd.DataFrame]):
 
     PATHS.results.mkdir(parents=True, exist_ok=True)
     out = PATHS.results / "ablations.md"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(f"## {title}\n```\n{t.round(2).to_string(index=False)}\n```\n\n"
-                           for title, t in tables.items()))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(f"## {title}\n```\n{t.round(2).to_string(index=False)}\n```\n\n"
+                               for title, t in tables.items()))
     return out
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .config import PATHS
+from .atomic import atomic_path
 from .download import check_file_name, download_subset, md5sum
 
 IDS_CSV = PATHS.data / "subset_images.csv"   # committed: ids, checksums, has_instances, split
@@ -64,14 +65,12 @@ def _copy_from(source: Path, dest: Path) -> int:
     (dest / "annotations").mkdir(exist_ok=True)
     todo = _bad_files(dest, manifest) if (dest / "manifest.csv").is_file() else list(manifest.file_name)
     for name in todo:
-        tmp = dest / "images" / (name + ".tmp")
-        shutil.copyfile(source / "images" / name, tmp)
-        os.replace(tmp, dest / "images" / name)
+        with atomic_path(dest / "images" / name) as tmp:
+            shutil.copyfile(source / "images" / name, tmp)
     for rel in ["annotations/captions.json", "annotations/instances.json", "SOURCES.md", "manifest.csv"]:
         if (source / rel).is_file():
-            tmp = dest / (rel + ".tmp")
-            shutil.copyfile(source / rel, tmp)
-            os.replace(tmp, dest / rel)
+            with atomic_path(dest / rel) as tmp:
+                shutil.copyfile(source / rel, tmp)
     return len(todo)
 
 
@@ -259,6 +258,21 @@ def mine_labels(captions: pd.DataFrame) -> pd.DataFrame:
     patterns = _category_patterns()
     text = captions.assign(caption=captions.caption.str.lower()).groupby("image_id").caption.agg(" | ".join)
     return pd.DataFrame({cat: text.str.contains(p).astype(int) for cat, p in patterns.items()})
+
+
+def without_people(subset: CocoSubset, image_ids=None) -> list[int]:
+    """Image ids, in order, whose captions name no person (mined labels): neutral examples to show in a
+    classroom (no children, no identifiable faces as the subject)."""
+    mined = mine_labels(subset.captions)
+    ids = subset.image_ids if image_ids is None else [int(i) for i in image_ids]
+    return [i for i in ids if i in mined.index and not mined.loc[i, "person"]]
+
+
+def rows_without_people(subset: CocoSubset, image_ids) -> list[int]:
+    """(N,) image ids (a FeatureSet's `image_ids`) -> the positions of those whose captions name no person."""
+    ids = [int(i) for i in image_ids]
+    keep = set(without_people(subset, ids))
+    return [r for r, i in enumerate(ids) if i in keep]
 
 
 def instance_labels(subset: CocoSubset) -> pd.DataFrame:

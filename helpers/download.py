@@ -17,6 +17,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
+
 COCO_BASE_URL = "http://images.cocodataset.org"
 ANNOTATIONS_ZIP = "annotations/annotations_trainval2017.zip"
 MAX_SIDE = 320
@@ -111,17 +113,15 @@ def downscale(img: Image.Image) -> Image.Image:
 
 
 def _write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temporary file and os.replace, so no half file is left."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    """Write `data` to `path` (atomically: `atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def save_jpeg(img: Image.Image, path: Path) -> None:
     """Save `img` as JPEG quality 85 at `path`, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
 
 
 def check_file_name(name: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .config import PATHS, course_device, get_device
+from .atomic import atomic_path
 
 
 @dataclass
@@ -334,20 +334,12 @@ def cache_file(key: dict, cache_dir: Path | None = None) -> Path:
 
 
 def save_cache(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> Path:
-    """Write `tensors` + the full key to `path` atomically: a temp file in the same folder, then os.replace."""
+    """Write `tensors` + the full key to `path` (atomically: `atomic.atomic_path`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"key": json.dumps(key, sort_keys=True)})
-        os.chmod(tmp, 0o644)   # safetensors creates files readable by their owner only
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"key": json.dumps(key, sort_keys=True)})
     return path
 
 

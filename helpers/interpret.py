@@ -155,6 +155,35 @@ def category_boxes(subset, image_id: int) -> dict[str, np.ndarray]:
     return {c: np.array(b, float) for c, b in out.items()}
 
 
+def word_boxes(subset, image_id: int, tokens: list[str]) -> list[np.ndarray | None]:
+    """T word pieces of a caption of an instance-labelled image -> per token, the (B, 4) boxes of the
+    category it names when that category is boxed in the image (what the pointing game scores), else None."""
+    boxes = category_boxes(subset, image_id)
+    return [boxes.get(cat) if cat else None for cat in token_categories(tokens)]
+
+
+def pointing_examples(fs: FeatureSet, subset, tokenizer=None, n: int = 2, min_words: int = 2) -> list[tuple[int, int]]:
+    """The first n (image row, caption row) pairs of fs whose image has instance boxes and no person in
+    its captions, and whose caption names at least `min_words` categories boxed in it: maps to show."""
+    from .data import rows_without_people
+
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    labelled = set(subset.instance_image_ids())
+    out = []
+    for row in rows_without_people(subset, fs.image_ids):
+        image_id = int(fs.image_ids[row])
+        if image_id not in labelled:
+            continue
+        for cap in (fs.caption_image == row).nonzero().squeeze(1).tolist():
+            tokens = caption_tokens(tokenizer, caption_text(subset, int(fs.caption_ids[cap])))
+            if sum(b is not None for b in word_boxes(subset, image_id, tokens)) >= min_words:
+                out.append((row, cap))
+                break
+        if len(out) == n:
+            break
+    return out
+
+
 @torch.inference_mode()
 def pointing_game(model, fs: FeatureSet, subset, tokenizer=None, chunk: int = 256) -> pd.DataFrame:
     """Every (caption, word) of fs's instance-labelled images where the word names a category boxed in

@@ -41,8 +41,9 @@ def _check(scores: torch.Tensor, cap_img: torch.Tensor) -> None:
                          "and every image needs at least one caption")
 
 
-def _i2t_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int) -> torch.Tensor:
-    """(N_img, N_cap) scores, (N_cap,) caption images -> (N_img,) rank of each image's best own caption."""
+def i2t_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """(N_img, N_cap) scores, (N_cap,) caption images -> (N_img,) rank of each image's best own caption:
+    how many *other* captions score at least as high (ties count against the model), 0 = first."""
     out = []
     for start in range(0, scores.shape[0], chunk):
         rows = torch.arange(start, min(start + chunk, scores.shape[0]), device=scores.device)
@@ -53,8 +54,9 @@ def _i2t_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int) -> torch
     return torch.cat(out)
 
 
-def _t2i_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int) -> torch.Tensor:
-    """(N_img, N_cap) scores, (N_cap,) caption images -> (N_cap,) rank of each caption's image."""
+def t2i_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """(N_img, N_cap) scores, (N_cap,) caption images -> (N_cap,) rank of each caption's image: how many
+    *other* images score at least as high with the caption (ties count against the model), 0 = first."""
     out, images = [], torch.arange(scores.shape[0], device=scores.device)
     for start in range(0, scores.shape[1], chunk):
         s = scores[:, start:start + chunk]                            # (N_img, c)
@@ -69,8 +71,7 @@ def ranks(scores, caption_image, chunk: int = 256) -> tuple[np.ndarray, np.ndarr
     scores = torch.as_tensor(scores).float()
     cap_img = torch.as_tensor(caption_image).long().to(scores.device)
     _check(scores, cap_img)
-    return (_i2t_ranks(scores, cap_img, chunk).numpy(),
-            _t2i_ranks(scores, cap_img, chunk).numpy())
+    return i2t_ranks(scores, cap_img, chunk).numpy(), t2i_ranks(scores, cap_img, chunk).numpy()
 
 
 def recalls_from_ranks(img_rank, cap_rank, ks=KS) -> dict:

@@ -29,7 +29,8 @@ def show_images(subset, image_ids, ncols: int = 3, n_captions: int = 2, marks: d
         ax.imshow(subset.load_image(i))
         caps = subset.captions_of(i)[:n_captions]
         ax.set_title("\n".join(textwrap.fill(c, 44) for c in caps), fontsize=8)
-        ax.text(0, -0.02, _credit(subset, i), transform=ax.transAxes, fontsize=7, va="top")
+        ax.text(0.01, 0.01, _credit(subset, i), transform=ax.transAxes, fontsize=7, va="bottom",   # inside the
+                bbox=dict(facecolor="white", alpha=0.75, lw=0, pad=1.5))                          # image: no overlap
         if marks and i in marks:
             for s in ax.spines.values():
                 s.set_visible(True); s.set_color(marks[i]); s.set_linewidth(4)
@@ -65,21 +66,26 @@ def compare_preprocessing(image, transforms: dict, width: float = 3.6):
 
 def attention_maps(image, weights: torch.Tensor, words: list[str], grid: int = 7, ncols: int = 4,
                    width: float = 3.0, boxes: list | None = None):
-    """(T, R) attention of each word over a grid×grid map, drawn over the 224×224 image the model saw."""
+    """(T, R) attention of each word over a grid×grid map, drawn over the 224×224 image the model saw.
+
+    boxes: per word, None or (B, 4) COCO boxes (x, y, w, h) in the original image's pixels (for example
+    the instances of the category the word names, `interpret.word_boxes`), drawn in cyan.
+    """
     img = np.asarray(image.resize((224, 224)))
+    sx, sy = 224 / image.width, 224 / image.height
     n = len(words)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * nrows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     vmax = float(weights.max())                          # one colour scale for all words
-    for ax, w, word in zip(axes.flat, weights, words):
+    for k, (ax, w, word) in enumerate(zip(axes.flat, weights, words)):
         ax.imshow(img)
         ax.imshow(w.reshape(grid, grid).numpy(), cmap="magma", alpha=0.55, extent=(0, 224, 224, 0),
                   interpolation="nearest", vmin=0, vmax=vmax)
         ax.set_title(f"'{word}'  max {w.max():.2f}", fontsize=9)
-        for (x, y, bw, bh) in boxes or []:
-            ax.add_patch(plt.Rectangle((x, y), bw, bh, fill=False, color="cyan", lw=1.5))
+        for (x, y, bw, bh) in (boxes[k] if boxes is not None and boxes[k] is not None else []):
+            ax.add_patch(plt.Rectangle((x * sx, y * sy), bw * sx, bh * sy, fill=False, color="cyan", lw=1.5))
     fig.tight_layout()
     return fig
 
@@ -116,14 +122,16 @@ def text_query(subset, caption: str, ranked_ids: list[int], correct_id: int, wid
 
 
 def rsum_with_intervals(results: pd.DataFrame, anchors: dict[str, float] | None = None):
-    """rSum per model (mean over seeds, 95% interval bars), with published anchors as dashed lines."""
+    """rSum per model (mean over seeds, 95% interval bars), with published anchors as lines named in a legend."""
     r = results[results.metric == "rsum"].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     ax.bar(r.model, r["mean"], color=sns.color_palette()[: len(r)])
     ax.errorbar(r.model, r["mean"], yerr=[r["mean"] - r.lo, r.hi - r["mean"]], fmt="none", color="black", capsize=6)
-    for name, value in (anchors or {}).items():
-        ax.axhline(value, ls="--", color="grey")
-        ax.text(len(r) - 0.5, value + 4, f"{name}: {value}", ha="right", fontsize=8, color="dimgrey")
+    for (name, value), style in zip((anchors or {}).items(), ["--", ":", "-."]):
+        ax.axhline(value, ls=style, color="dimgrey", label=f"{name}: {value}")
+    if anchors:
+        ax.legend(loc="center right", fontsize=8, title="published, COCO 1K test", title_fontsize=8)
+        ax.set_ylim(0, 1.1 * max(anchors.values()))
     ax.set(ylabel="rSum on the 1K test (max 600)", title="retrieval, mean over seeds with 95% intervals")
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()

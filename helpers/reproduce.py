@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, models
+from .atomic import atomic_path
 from .config import PATHS
 from .features import FeatureSet, load_course_features
 from .train import TrainConfig, TrainResult, load_result, train
@@ -82,9 +83,8 @@ def rank_folder(folder: Path, test_fs: FeatureSet, device: str = "cpu") -> dict:
     scores = models.score_all(result.model, test_fs, device=device)
     seconds = time.perf_counter() - start
     img_rank, cap_rank = metrics.ranks(scores, test_fs.caption_image)
-    tmp = folder / "test_ranks.tmp.npz"
-    np.savez(tmp, img_rank=img_rank, cap_rank=cap_rank, seconds=seconds)
-    tmp.replace(cache)
+    with atomic_path(cache) as tmp:
+        np.savez(tmp, img_rank=img_rank, cap_rank=cap_rank, seconds=seconds)
     return {"img_rank": img_rank, "cap_rank": cap_rank, "seconds": seconds}
 
 

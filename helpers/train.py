@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -33,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, metrics, models
+from .atomic import atomic_path
 from .fast_scoring import batch_scores
 from .config import course_device, get_device, seed_everything
 from .features import FeatureSet, synthetic_featureset
@@ -240,17 +240,9 @@ def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Write `state` to `path` atomically: a temporary file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `state` to `path` (atomically: `atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step", "history", "best",

@@ -145,3 +145,14 @@ def test_real_subset_loads_with_expected_counts():
     s = data.load_subset()
     assert len(s.image_ids) == 2964 and len(s.captions) == 14827 and len(s.instance_image_ids()) == 258
     assert s.credit(s.image_ids[0]).startswith(f"COCO {s.image_ids[0]} · ")
+
+
+def test_without_people_keeps_the_order_and_drops_images_whose_captions_name_a_person(subset_dir):
+    subset = data.load_subset(subset_dir)
+    assert data.without_people(subset) == [1, 3]                      # image 2: "Two men ride bikes."
+    assert data.without_people(subset, [3, 2, 1]) == [3, 1]
+
+
+def test_rows_without_people_are_positions(subset_dir):
+    subset = data.load_subset(subset_dir)
+    assert data.rows_without_people(subset, [2, 3, 1]) == [1, 2]

@@ -109,3 +109,57 @@ def test_word_attention_rows_sum_to_one_and_lengths_are_checked():
         interpret.word_attention(model, _features((6, 3, 4)), 0, 0, sub, _FakeTokenizer())
     with pytest.raises(ValueError, match="no word -> region attention"):
         interpret.attention_maps(build_model("dual", image_dim=8, text_dim=6, dim=16), fs, [0], [0])
+
+
+def test_word_boxes_give_each_word_the_boxes_of_the_category_it_names():
+    class Instances:
+        cats = {18: {"name": "dog"}, 1: {"name": "person"}}
+        imgToAnns = {7: [{"category_id": 18, "bbox": [1, 2, 3, 4]}, {"category_id": 1, "bbox": [5, 5, 5, 5], "iscrowd": 1}]}
+
+    class Subset:
+        instances = Instances()
+
+    boxes = interpret.word_boxes(Subset(), 7, ["[CLS]", "a", "dog", "and", "a", "man", "[SEP]"])
+    assert [b is None for b in boxes] == [True, True, False, True, True, True, True]   # the man's box is a crowd box
+    assert boxes[2].tolist() == [[1.0, 2.0, 3.0, 4.0]]
+
+
+def test_pointing_examples_pick_labelled_images_without_people_whose_caption_names_boxed_categories():
+    import pandas as pd
+
+    from helpers.features import synthetic_featureset
+
+    fs = synthetic_featureset(n_images=4, captions_per_image=2, max_len=12, seed=0)
+    image_ids = fs.image_ids.tolist()
+    texts = {0: ["a dog and a man", "a man with a dog"],                # a person: never shown
+             1: ["a dog on a couch", "a dog"],                        # labelled, no person, 2 boxed words
+             2: ["a dog on a couch", "a cat"],                        # no instance boxes
+             3: ["a cat", "a cat on a couch near a dog"]}             # its second caption qualifies
+    rows = [(image_ids[r], 10 * r + k, t) for r, caps in texts.items() for k, t in enumerate(caps)]
+    captions = pd.DataFrame(rows, columns=["image_id", "caption_id", "caption"])
+    fs.caption_ids = torch.tensor(captions.caption_id.values)
+
+    class Instances:
+        cats = {18: {"name": "dog"}, 63: {"name": "couch"}, 17: {"name": "cat"}}
+        imgToAnns = {image_ids[r]: [{"category_id": c, "bbox": [0, 0, 5, 5]} for c in (18, 63, 17)] for r in (0, 1, 3)}
+
+        def getImgIds(self):
+            return list(self.imgToAnns)
+
+    class Subset:
+        instances = Instances()
+
+        def __init__(self):
+            self.captions = captions
+
+        def instance_image_ids(self):
+            return sorted(self.instances.getImgIds())
+
+    class Tokenizer:
+        def __call__(self, text, truncation, max_length):
+            return {"input_ids": text.split()}
+
+        def convert_ids_to_tokens(self, ids):
+            return ["[CLS]", *ids, "[SEP]"]
+
+    assert interpret.pointing_examples(fs, Subset(), Tokenizer(), n=3) == [(1, 2), (3, 7)]
