@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args(argv)
 
-    from helpers import ablations, features, reproduce, train
+    from helpers import ablations, feature_cache, features, reproduce, train
     from helpers.config import PATHS
 
     def refuse(what):
@@ -37,8 +37,8 @@ def main(argv=None) -> int:
         return stop
 
     # The three expensive steps, switched off: what would run them is reported instead.
-    features.extract_image_features = refuse("image features")
-    features.extract_text_features = refuse("text features")
+    feature_cache.extract_image_features = refuse("image features")
+    feature_cache.extract_text_features = refuse("text features")
     train.make_optimizer = refuse("training")      # called by train.train only when a run is not finished
 
     print(f"data {PATHS.subset}\ncache {PATHS.cache}\nruns {PATHS.runs}")

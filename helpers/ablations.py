@@ -316,7 +316,8 @@ def variant_config(variant: str, budget: str = "cpu", seed: int = 0, aux_weight:
 def train_variant(variant: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0,
                   aux_weight: float | None = None):
     """Train (or reuse) one run of a variant; `pretrained` pre-trains its projections first (once per seed)."""
-    from .train import make_model, save_checkpoint, train
+    from .checkpoints import save_checkpoint
+    from .train import make_model, train
 
     folder = variant_dir(variant, budget, seed, aux_weight)
     init_from = ""

@@ -25,8 +25,8 @@ import torch
 
 from .config import get_device
 from .encoders import blog_transform, load_image_encoder, load_text_encoder
-from .features import (default_image_batch, default_num_workers, extract_image_features, extract_text_features,
-                       use_graph)
+from .extraction import (default_image_batch, default_num_workers, extract_image_features, extract_text_features,
+                         use_graph)
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""One training loop for every retrieval model: data order, loss, schedule, checkpoints, resume, DDP.
+"""One training loop for every retrieval model: data order, loss, schedule, early stopping.
 
 `train(cfg, train_fs, val_fs, run_dir)` trains `models.build_model(cfg.model)` on cached features,
 validates every epoch and keeps `last.pt` / `best.pt` in `run_dir`. Calling it again on the same
 `run_dir` resumes an interrupted run, or returns a finished one without training.
 
-The same function runs under `torchrun`: each process encodes its share of the global batch, the
-encodings are all-gathered *with gradient*, and every process computes the contrastive loss on the
-full (B, B) score matrix, so the update equals the single-process one (up to float rounding).
+What a learner reads is here: `ContrastiveStep` (encode, score the (B, B) batch, the loss), `lr_factor`,
+`_train_epoch` and `_train`. Two jobs live apart: `checkpoints` (writing and resuming run folders) and
+`distributed` (the same update on several processes under `torchrun`).
 
 Command line (`--synthetic N` trains on random features, for tests and demos):
     python -m helpers.train --model decoupled --epochs 3 --batch-size 32 --run-dir runs/x
@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,20 +26,19 @@ from typing import Callable
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, metrics, models
-from .atomic import atomic_path
+from .checkpoints import load_checkpoint, resume_state, rng_state, save_epoch, set_rng_state
 from .fast_scoring import batch_scores
-from .config import course_device, get_device, seed_everything
+from .config import course_device, seed_everything
+from .distributed import Distributed, broadcast_best_epoch, finish, gather_encodings, setup_distributed
 from .features import FeatureSet, synthetic_featureset
 
 MAX_LOGIT_SCALE = math.log(100.0)   # CLIP's cap on the learned inverse temperature
 VAL_METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum")
 LOSSES = ("infonce", "vse", "pointwise")
-UNCHECKED_FIELDS = ("progress",)     # TrainConfig fields that may change when a run is resumed
 
 
 @dataclass
@@ -130,21 +128,6 @@ def local_batch(fs: FeatureSet, images: torch.Tensor, captions: torch.Tensor, ra
 
 # ----------------------------------------------------------------------------- loss
 
-def gather_encodings(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """{name: (B/W, ...)} on each rank -> {name: (B, ...)} in rank order; gradients flow back to the owners."""
-    from torch.distributed.nn.functional import all_gather
-
-    out = {}
-    with warnings.catch_warnings():   # torch 2.14 marks it deprecated; its successor is private API
-        warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather", FutureWarning)
-        for name, t in enc.items():
-            if t.dtype == torch.bool:             # collectives do not all take bool: send as bytes
-                out[name] = torch.cat(all_gather(t.to(torch.uint8))).bool()
-            else:
-                out[name] = torch.cat(all_gather(t))
-    return out
-
-
 class ContrastiveStep(nn.Module):
     """Local share of a batch -> loss on the global (B, B) score matrix; the module DDP wraps."""
 
@@ -227,45 +210,7 @@ def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:
             "features": train_fs.source}
 
 
-def config_differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
-    """Two config dicts -> ["field: saved X, asked Y", ...] for the fields that differ."""
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        if key in UNCHECKED_FIELDS or saved.get(key) == wanted.get(key):
-            continue
-        out.append(f"{prefix}{key}: saved {saved.get(key)!r}, asked {wanted.get(key)!r}")
-    return out
-
-
 # ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """Write `state` to `path` (atomically: `atomic.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step", "history", "best",
-                   "train_config", "model_config", "data")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with torch.load(weights_only=True); a damaged file raises a RuntimeError naming it."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
-        raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({reason}); "
-                           f"delete it (or its run folder {path.parent}) to train this run from scratch") from err
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise RuntimeError(f"checkpoint {path} is not a training checkpoint (missing {missing}); "
-                           f"delete it (or its run folder {path.parent}) to train this run from scratch")
-    return state
-
 
 def load_model(run_dir: str | Path, which: str = "best") -> models.RetrievalModel:
     """A run folder -> its model with the weights of `best.pt` (or `last.pt`), in eval mode on the CPU."""
@@ -291,55 +236,7 @@ def load_result(run_dir: str | Path, device: torch.device | str = "cpu") -> Trai
                        dict(last["best"]), run_dir)
 
 
-def _write_for_humans(run_dir: Path, history: list[dict], configs: dict) -> None:
-    """history.csv and config.json beside the checkpoints (the checkpoints remain the truth)."""
-    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-    (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")
-
-
-# ----------------------------------------------------------------------------- distributed
-
-@dataclass
-class Distributed:
-    """Where this process stands: world size, rank, its device, and whether it set up the group."""
-
-    world: int
-    rank: int
-    device: torch.device
-    owns_group: bool = False
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def setup_distributed(device: str) -> Distributed:
-    """Read torchrun's WORLD_SIZE/RANK/LOCAL_RANK; with more than one process, join the group (gloo/nccl)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = get_device(device)
-    if world == 1:
-        return Distributed(1, 0, dev)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(dev)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Distributed(dist.get_world_size(), dist.get_rank(), dev, owns)
-
-
 # ----------------------------------------------------------------------------- training
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(rng: dict) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-
 
 def validate(model: models.RetrievalModel, val_fs: FeatureSet, device) -> dict:
     """Recall@1/5/10 both ways and rsum (percent) of `model` on `val_fs`."""
@@ -387,8 +284,7 @@ def train(cfg: TrainConfig, train_fs: FeatureSet, val_fs: FeatureSet, run_dir: s
     try:
         return _train(cfg, train_fs, val_fs, Path(run_dir), on_step, ctx)
     finally:
-        if ctx.owns_group:
-            dist.destroy_process_group()
+        finish(ctx)
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module, total_steps: int):
@@ -412,7 +308,8 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
     model = make_model(cfg, train_fs).to(ctx.device)
     configs = {"train_config": asdict(cfg), "model_config": model.config_dict(),
                "data": data_summary(train_fs, val_fs)}
-    state = _resume_state(run_dir, configs)
+    defaults = {"train_config": asdict(TrainConfig(device="cpu")), "model_config": asdict(models.ModelConfig())}
+    state = resume_state(run_dir, configs, defaults)
     if state is not None and finished(cfg, state["epoch"], state["best"]["epoch"]):
         return load_result(run_dir, ctx.device)          # finished earlier: reuse, no training
     optimizer, scheduler = make_optimizer(cfg, model, total)
@@ -421,7 +318,7 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         done, step, history, best = state["epoch"], state["step"], list(state["history"]), dict(state["best"])
 
     step_fn = ContrastiveStep(model, cfg.loss, gather=ctx.world > 1)
@@ -443,13 +340,10 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
                        "seconds": time.perf_counter() - start, "val_seconds": time.perf_counter() - trained}
                 history.append(row)
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
+                         "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
                          "step": step, "history": history, **configs}
-                best = _save_epoch(run_dir, state, best)
-            if ctx.world > 1:                            # every rank must stop at the same epoch
-                flag = torch.tensor([best["epoch"]], device=ctx.device)
-                dist.broadcast(flag, 0)
-                best = {**best, "epoch": int(flag)}
+                best = save_epoch(run_dir, state, best)
+            best = broadcast_best_epoch(best, ctx)       # every rank must stop at the same epoch
             ctx.barrier()
     return load_result(run_dir, ctx.device)
 
@@ -457,35 +351,6 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
 def finished(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
     """After `epoch` epochs with the best validation at `best_epoch`: is the run over?"""
     return epoch >= cfg.epochs or (cfg.patience > 0 and epoch - best_epoch >= cfg.patience)
-
-
-def _save_epoch(run_dir: Path, state: dict, best: dict) -> dict:
-    """Write best.pt (if val rsum improved), then last.pt, history.csv, config.json -> the new best."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    row = state["history"][-1]
-    if row["rsum"] > best["rsum"]:
-        best = {"epoch": row["epoch"], "rsum": row["rsum"]}
-        save_checkpoint({**state, "best": best}, run_dir / "best.pt")   # best first: a kill between the
-    save_checkpoint({**state, "best": best}, run_dir / "last.pt")       # two only repeats this epoch
-    _write_for_humans(run_dir, state["history"], {k: state[k] for k in ("train_config", "model_config", "data")})
-    return best
-
-
-def _resume_state(run_dir: Path, configs: dict) -> dict | None:
-    """run_dir/last.pt if it exists and was made with `configs`; None if absent; ValueError if it differs."""
-    path = run_dir / "last.pt"
-    if not path.exists():
-        return None
-    state = load_checkpoint(path)
-    # a setting added to the course after the run was saved counts as its default value
-    defaults = {"train_config": asdict(TrainConfig(device="cpu")), "model_config": asdict(models.ModelConfig())}
-    diffs = [d for key in configs
-             for d in config_differences({**{k: v for k, v in defaults.get(key, {}).items() if k not in ("device",)},
-                                          **state[key]}, configs[key], f"{key}.")]
-    if diffs:
-        raise ValueError(f"{run_dir} already holds a run with another configuration: " + "; ".join(diffs)
-                         + f". Choose another run_dir, or delete {run_dir} to train this configuration there.")
-    return state
 
 
 # ----------------------------------------------------------------------------- command line

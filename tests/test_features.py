@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from helpers import features
+from helpers import extraction, feature_cache
 from helpers.config import PATHS
 from helpers.encoders import (Choice, ImageEncoder, aspect_transform, blog_transform, load_image_encoder,
                               load_text_encoder)
-from helpers.features import (cache_file, cached_image_features, cached_text_features, extract_image_features,
-                              extract_text_features, image_cache_key, load_course_features, pack)
+from helpers.extraction import extract_image_features, extract_text_features, pack
+from helpers.feature_cache import cache_file, cached_image_features, cached_text_features, image_cache_key
+from helpers.features import load_course_features
 
 CAPTIONS = ["A dog.", "Two dogs play with a red frisbee on the green grass near a wooden fence.",
             "A man riding a horse.", "Pizza.", "A kitchen with a stove, a sink and a window over the sink.",
@@ -136,9 +137,9 @@ def test_a_graph_that_cannot_be_built_falls_back_to_eager_with_a_warning(subset,
 
 def test_graph_only_on_cpu_in_float32():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert features.use_graph(cpu, None) and not features.use_graph(cpu, None, graph=False)
-    assert not features.use_graph(cpu, True)                 # bfloat16 autocast: eager
-    assert not features.use_graph(cuda, None) and not features.use_graph(cuda, False, graph=True)
+    assert extraction.use_graph(cpu, None) and not extraction.use_graph(cpu, None, graph=False)
+    assert not extraction.use_graph(cpu, True)                 # bfloat16 autocast: eager
+    assert not extraction.use_graph(cuda, None) and not extraction.use_graph(cuda, False, graph=True)
 
 
 def test_text_extraction_packs_in_caption_order(text_encoder):
@@ -244,7 +245,7 @@ def test_wrong_shapes_or_stale_key_are_rebuilt_with_a_warning(subset, image_enco
 
 def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
     key = {"kind": "image", "backbone": "x"}
-    features.save_cache(tmp_path / "a.safetensors", {"t": torch.ones(3)}, key)
+    feature_cache.save_cache(tmp_path / "a.safetensors", {"t": torch.ones(3)}, key)
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
     assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644   # readable like any other data file
 
@@ -254,7 +255,7 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr("safetensors.torch.save_file", crash)
     with pytest.raises(OSError, match="disk full"):
-        features.save_cache(tmp_path / "b.safetensors", {"t": torch.ones(3)}, key)
+        feature_cache.save_cache(tmp_path / "b.safetensors", {"t": torch.ones(3)}, key)
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]   # no b, no temp file
 
 
@@ -283,4 +284,4 @@ def test_load_course_features_splits_and_rereads(subset, image_encoder, text_enc
                                      progress=False)
     assert ic.n == tc.n == 0 and torch.equal(again["all"].tokens, everything.tokens)
     assert len(everything.source) == 12 and again["test"].source == everything.source   # runs key on it
-    assert features.fingerprint(everything.pooled[:-1], everything.text_pooled) != everything.source
+    assert feature_cache.fingerprint(everything.pooled[:-1], everything.text_pooled) != everything.source

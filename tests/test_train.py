@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import checkpoints
 from helpers import train as T
 from helpers.config import PROJECT_ROOT
 
@@ -131,7 +132,7 @@ def test_checkpoints_load_with_weights_only(finished_run):
     cfg, run_dir, result = finished_run
     for name in ("last.pt", "best.pt"):
         state = torch.load(run_dir / name, weights_only=True)
-        assert set(T.CHECKPOINT_KEYS) <= set(state)
+        assert set(checkpoints.CHECKPOINT_KEYS) <= set(state)
         assert state["train_config"]["batch_size"] == 12 and state["model_config"]["dim"] == 16
     last = torch.load(run_dir / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and last["step"] == 6 and len(last["history"]) == 2
@@ -189,7 +190,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path):
     straight = T.train(tiny_config(), *data, tmp_path / "straight")   # meanwhile, the uninterrupted run
     _, stderr = killed.communicate(timeout=120)
     assert killed.returncode == -signal.SIGKILL, stderr
-    assert T.load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1   # step 6 = mid-epoch 2
+    assert checkpoints.load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1   # step 6 = mid-epoch 2
 
     steps = []
     resumed = T.train(tiny_config(), *data, tmp_path / "run", on_step=steps.append)
@@ -198,8 +199,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(data, tmp_path):
                                   straight.history.drop(columns=["seconds", "val_seconds"]), check_exact=True)
     assert resumed.best == straight.best
     assert_params_close(params(resumed.model), params(straight.model), atol=1e-6)
-    last = T.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
-    assert_params_close(last, T.load_checkpoint(tmp_path / "straight" / "last.pt")["model"], atol=1e-6)
+    last = checkpoints.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert_params_close(last, checkpoints.load_checkpoint(tmp_path / "straight" / "last.pt")["model"], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- torchrun
@@ -228,8 +229,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         one = T.main([*args(model)[:-1], str(tmp_path / model / "one")])
         _, stderr = launch.communicate(timeout=180)
         assert launch.returncode == 0, stderr[-3000:]
-        a = T.load_checkpoint(tmp_path / model / "one" / "last.pt")
-        b = T.load_checkpoint(tmp_path / model / "two" / "last.pt")
+        a = checkpoints.load_checkpoint(tmp_path / model / "one" / "last.pt")
+        b = checkpoints.load_checkpoint(tmp_path / model / "two" / "last.pt")
         assert_params_close(a["model"], b["model"], atol=1e-5, skip=GRADIENT_FREE)
         assert_params_close(a["model"], b["model"], atol=1e-3)   # noise-sized steps only
         losses = [c for c in one.history.columns if c in ("train_loss", "difference", "reconstruction")]
