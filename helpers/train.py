@@ -210,7 +210,7 @@ def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:
             "features": train_fs.source}
 
 
-# ----------------------------------------------------------------------------- checkpoints
+# ----------------------------------------------------------------------------- a finished run
 
 def load_model(run_dir: str | Path, which: str = "best") -> models.RetrievalModel:
     """A run folder -> its model with the weights of `best.pt` (or `last.pt`), in eval mode on the CPU."""
