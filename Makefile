@@ -75,8 +75,8 @@ refresh: data
 search: data
 	@$(PY) -m helpers.tuning --budget cpu
 
-# Notebook 07's runs (sweeps, variants, data-scale curve, 3 seeds each), outside the tests; writes the
-# committed notebooks/ablations-*-cpu.* that 07 reads.
+# Notebook 08's runs (sweeps, variants, data-scale curve, 3 seeds each), outside the tests; writes the
+# committed notebooks/ablations-*-cpu.* that 08 reads.
 ablations: data
 	@$(PY) -m helpers reproduce --ablations --budget cpu
 

@@ -77,8 +77,8 @@ def main(argv=None) -> int:
             print(f"✓ {folder.name}: finished run and test ranking will be reused")
     variant = ablations.variant_dir("logits_features", args.budget, 0)
     print(f"{'✓' if (variant / 'last.pt').is_file() else '·'} {variant.name}: "
-          + ("present (notebook 07 reuses it)" if (variant / "last.pt").is_file()
-             else "absent (notebook 07 trains it, about 10 s)"))
+          + ("present (notebook 08 reuses it)" if (variant / "last.pt").is_file()
+             else "absent (notebook 08 trains it, about 10 s)"))
     print("all pre-staged: nobody waits on training" if problems == 0 else
           f"{problems} run(s) would be trained or ranked in the room; see docs/instructor-guide.md, 'Pre-staging'")
     return 0 if problems == 0 else 1

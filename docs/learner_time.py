@@ -62,8 +62,9 @@ COMPUTE = {  # notebook: (live s, quoted phrase, staged s, quoted phrase or None
     "03": (45, "about 45 s on a 2-core machine the first time", 15, "about 15 s once cached"),
     "04": (10, "about 10 s", 10, None),
     "05": (510, "about 8.5 min", 20, "take about 20 s"),
-    "06": (1740, "about 29 min", 120, "about 2 min when the runs and their rankings are already in `runs/`"),
-    "07": (35, "about 35 s", 35, None),
+    "06": (1620, "about 27 min", 120, "about 2 min when the runs and their rankings are already in `runs/`"),
+    "07": (90, "about 1.5 min", 90, None),
+    "08": (35, "about 35 s", 35, None),
 }
 
 SOLUTION = re.compile(r"###\s*(BEGIN|END) SOLUTION")
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
                     f"{m['exercises']:.0f} | {fmt_s(COMPUTE[key][0])} / {fmt_s(COMPUTE[key][2])} | "
                     f"**{m['live']:.0f}** | **{m['staged']:.0f}** |")
         details.append(f"{path.stem}: shown {c['shown']}; exercises {c['exercises']}")
-    rows.append(f"| all eight | | | | | | {totals['reading']:.0f} | {totals['exercises']:.0f} | | "
+    rows.append(f"| all {len(details)} notebooks | | | | | | {totals['reading']:.0f} | {totals['exercises']:.0f} | | "
                 f"**{totals['live']:.0f}** | **{totals['staged']:.0f}** |")
     print("\n".join(rows))
     print(f"\nModel: {WORDS_PER_MINUTE} words/min prose and output, {SECONDS_PER_CODE_LINE} s per code line, "

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
     r.add_argument("--models", nargs="+", default=None, help="subset of the models (default: the factorial and blog)")
     r.add_argument("--ablations", action="store_true",
-                   help="07's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
+                   help="08's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
     st = sub.add_parser("student", help="write the student edition: exercise solutions replaced by stubs (nbgrader's markers)")
     st.add_argument("--out", type=Path, default=None, help="folder to write to (default: student/, git-ignored)")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Step 07, what matters: the blog's bugs and the readers' proposals, each as one change to `decoupled`.
+"""Step 08, what matters: the blog's bugs and the readers' proposals, each as one change to `decoupled`.
 
 Every variant is the corrected `decoupled` (text -> image attention, per-word cosine, InfoNCE), trained
 with the setting the search chose for `decoupled` in 05, with exactly one thing changed:
@@ -245,9 +245,9 @@ def subsample(fs: FeatureSet, fraction: float, seed: int = 0) -> FeatureSet:
     return fs.select_images(order[:max(1, round(fraction * fs.n_images))].sort().values)
 
 
-# ----------------------------------------------------------------------------- the runs of 07
+# ----------------------------------------------------------------------------- the runs of 08
 # Plumbing: run folders, the weight sweep, the tables. `python -m helpers reproduce --ablations` and
-# notebook 07 call these; finished runs are reused from runs/ like every other run of the course.
+# notebook 08 call these; finished runs are reused from runs/ like every other run of the course.
 
 BASELINE = "decoupled"
 # variant -> (group, what changes against `decoupled`, the training changes)
@@ -294,6 +294,7 @@ def variant_dir(variant: str, budget: str, seed: int, aux_weight: float | None =
     from .config import PATHS
 
     tag = "" if aux_weight is None else f"-w{aux_weight:g}"
+    # "07-": the notebook's number when these runs were first made; kept so that finished runs stay reusable
     return PATHS.runs / f"07-{variant}{tag}-{budget}-seed{seed}"
 
 
@@ -587,7 +588,7 @@ def write_tables(tables: dict[str, pd.DataFrame]):
 
 
 def tables(sweep_table: pd.DataFrame, variants: dict, scale: dict, baseline: list[dict], caption_image) -> dict:
-    """The three tables of 07 (and of results/ablations.md), from the runs' test ranks."""
+    """The three tables of 08 (and of results/ablations.md), from the runs' test ranks."""
     return {"Sweeps (seed 0, validation)": sweep_table,
             f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, caption_image),
             "Data scale (test rSum)": scale_table(scale, caption_image),
@@ -595,9 +596,9 @@ def tables(sweep_table: pd.DataFrame, variants: dict, scale: dict, baseline: lis
 
 
 def reproduce_ablations(budget: str = "cpu"):
-    """Everything 07 shows, outside the tests: the weight sweeps, every variant and every point of the
+    """Everything 08 shows, outside the tests: the weight sweeps, every variant and every point of the
     data-scale curve with 3 seeds, ranked on the 1K test set. Writes the sweep table and the ranks to
-    notebooks/ (committed, read by 07) and the tables to results/ablations.md."""
+    notebooks/ (committed, read by 08) and the tables to results/ablations.md."""
     from .features import load_course_features
     from .reproduce import rank_on_test, seeds_for, train_run
 

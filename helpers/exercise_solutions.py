@@ -123,7 +123,18 @@ def bootstrap_interval(hits, caption_image, n_boot=1000, seed=0):
     return float(lo), float(hi)
 
 
-# ------------------------------------------------------------------ 07 · what matters
+# ------------------------------------------------------------------ 07 · what the features keep
+
+def peak_centres(weights, width, height):
+    """(T, R) attention of T words over a square grid of R regions (row-major), the image's width and height in
+    pixels -> (T, 2) x, y in pixels of the centre of each word's most attended cell."""
+    side = math.isqrt(weights.shape[-1])
+    peak = weights.argmax(-1)                                # (T,) cell index, row-major: row * side + col
+    row, col = peak // side, peak % side
+    return torch.stack([(col + 0.5) / side * width, (row + 0.5) / side * height], -1)
+
+
+# ------------------------------------------------------------------ 08 · what matters
 
 def pointwise_loss(scores, logit_scale):
     """(B, B) scores, scalar log-temperature -> logistic loss on each matched pair and on one mismatched pair per

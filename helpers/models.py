@@ -42,7 +42,7 @@ class ModelConfig:
     private_dim: int = 64        # `decoupled_plus` private subspace
     diff_weight: float = 0.1
     recon_weight: float = 1.0
-    aux_weight: float = 0.0      # 07's variants: weight of the added loss term (helpers.ablations)
+    aux_weight: float = 0.0      # 08's variants: weight of the added loss term (helpers.ablations)
     init_temperature: float = 0.07
 
 
@@ -253,7 +253,7 @@ MODELS = {
 
 def build_model(name: str, **overrides) -> RetrievalModel:
     """Build one of `MODELS` by name; keyword arguments override `ModelConfig` fields."""
-    from .ablations import ABLATION_MODELS          # 07's one-change variants of `decoupled`
+    from .ablations import ABLATION_MODELS          # 08's one-change variants of `decoupled`
 
     known = {**MODELS, **ABLATION_MODELS}
     if name not in known:

@@ -1,4 +1,4 @@
-"""Each of 07's variants does what its name says, and only that (helpers.ablations)."""
+"""Each of 08's variants does what its name says, and only that (helpers.ablations)."""
 import dataclasses
 
 import numpy as np

@@ -220,6 +220,21 @@ def subsample_captions(fs, fraction, seed=0):
                       torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]), fs.text_pooled[caps])
 
 
+def peaks_swapped(weights, width, height):
+    row, col = weights.argmax(-1) // 7, weights.argmax(-1) % 7
+    return torch.stack([(row + 0.5) / 7 * width, (col + 0.5) / 7 * height], -1)
+
+
+def peaks_corner(weights, width, height):
+    row, col = weights.argmax(-1) // 7, weights.argmax(-1) % 7
+    return torch.stack([col / 7 * width, row / 7 * height], -1)
+
+
+def peaks_in_cells(weights, width, height):
+    row, col = weights.argmax(-1) // 7, weights.argmax(-1) % 7
+    return torch.stack([col + 0.5, row + 0.5], -1).float()
+
+
 # exercise -> [(typical wrong answer, what the message must say)]
 MISTAKES = {
     "mentions": [(mentions_substring, "substring match"), (mentions_case, "case"), (mentions_split, "punctuation")],
@@ -241,6 +256,8 @@ MISTAKES = {
                     (recall_first_caption_only, "i2t counted only each image's first caption")],
     "bootstrap_interval": [(bootstrap_captions_apart, "captions resampled apart from their images"),
                            (bootstrap_without_replacement, "draw \\*with\\* replacement")],
+    "peak_centres": [(peaks_swapped, "rows and columns swapped"), (peaks_corner, "corner, not its centre"),
+                     (peaks_in_cells, "in grid cells, not pixels")],
     "pointwise_loss": [(pointwise_all_negatives, "every mismatched pair used as a negative"),
                        (pointwise_competing, "candidates compete")],
     "subsample": [(subsample_not_nested, "not nested"), (subsample_captions, "captions resampled apart from their images")],
@@ -264,6 +281,8 @@ PREDICTIONS = {
     "chance_loss": (4.2, [(0, "certain"), (64, "number of candidates")], ()),
     "optimistic_ties": (100, [(0, "pessimistic rule")], ()),
     "caption_level": ("b", [("a", "not \\(a\\)")], ()),
+    "leakage": ("b", [("a", "not \\(a\\)"), ("c", "chance")], ()),
+    "modality_chance": (0.5, [(1.0, "unmixed"), (0, "always wrong"), (50, "between 0 and 1")], ()),
     "gap_with_data": ("c", [("a", "includes zero")], HOLDS),
 }
 
@@ -394,11 +413,11 @@ def run_cell(source: str, earlier: list[str]) -> str:
     return out.getvalue()
 
 
-NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("0[1-7]_*.ipynb"))
+NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("0[1-8]_*.ipynb"))
 
 
-def test_notebooks_01_to_07_are_all_there():
-    assert [p.name[:2] for p in NOTEBOOK_FILES] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_notebooks_01_to_08_are_all_there():
+    assert [p.name[:2] for p in NOTEBOOK_FILES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 def predictions_checked_later(nb) -> dict[int, int]:

@@ -37,7 +37,7 @@ def test_markdown_table_drops_the_empty_index_and_escapes():
 
 def test_the_verdict_table_comes_from_the_committed_notebook():
     source, rows = build.verdict_table(build.course_notebooks())
-    assert source.name.startswith("06_")
+    assert source.name.startswith("07_")
     header, *body = rows
     assert "verdict" in header and body, rows
     assert {len(row) for row in rows} == {len(header)}

@@ -228,7 +228,7 @@ def test_references_page(visit):
 
 
 def test_notebook_06_screenshot(visit):
-    """Notebook 06 (evaluation and the verdict) as a reader first sees it; screenshot kept."""
+    """Notebook 06 (evaluation: retrieval and the +8.5% claim) as a reader first sees it; screenshot kept."""
     page = next((f"notebooks/{nb.stem}.html" for nb in NOTEBOOKS if nb.name.startswith("06_")), None)
     assert page, "no notebook 06 in notebooks/"
     v = visit(page)

@@ -1,6 +1,6 @@
 """Exercises with automatic checks, Kaggle Learn's pattern: `exercises.<name>.check(answer)`, `.hint()`, `.solution()`.
 
-Three kinds, placed in notebooks 01-07 where each idea is taught:
+Three kinds, placed in notebooks 01-08 where each idea is taught:
 - "code": write the core lines of a function yourself. `check(your_function)` runs it on fresh random
   inputs (seeded, so every message is the same on every run) and compares it with the course's own
   reference (`models.masked_mean`, `metrics.ranks`, `losses.info_nce`, ...). When the answer is wrong, the
@@ -24,10 +24,12 @@ from .text_features import pad_packed, masked_mean, padding_share
 from .attention import uniform_keys, drop_scaling, region_attention
 from .training import info_nce, chance_loss, should_stop
 from .evaluation import optimistic_ties, recall_at_k, bootstrap_interval, caption_level
+from .features_kept import peak_centres, leakage, modality_chance
 from .what_matters import pointwise_loss, subsample, gap_with_data
 
 __all__ = [
     "EXERCISES", "Exercise", "Mistake", "mentions", "normalise", "split_by_image", "regions_from_map",
     "n_regions", "nearest_neighbours", "pad_packed", "masked_mean", "padding_share", "uniform_keys",
     "drop_scaling", "region_attention", "info_nce", "chance_loss", "should_stop", "optimistic_ties",
-    "recall_at_k", "bootstrap_interval", "caption_level", "pointwise_loss", "subsample", "gap_with_data"]
+    "recall_at_k", "bootstrap_interval", "caption_level", "peak_centres", "leakage",
+    "modality_chance", "pointwise_loss", "subsample", "gap_with_data"]

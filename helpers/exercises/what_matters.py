@@ -1,4 +1,4 @@
-"""The exercises of notebook 07 · what matters: pointwise_loss, subsample, gap_with_data."""
+"""The exercises of notebook 08 · what matters: pointwise_loss, subsample, gap_with_data."""
 from __future__ import annotations
 
 import pandas as pd
@@ -33,7 +33,7 @@ def _check_pointwise_loss(fn) -> str:
 
 
 pointwise_loss = _register(
-    "pointwise_loss", "07", "code", "the per-pair logistic loss that judges each pair alone", _check_pointwise_loss,
+    "pointwise_loss", "08", "code", "the per-pair logistic loss that judges each pair alone", _check_pointwise_loss,
     "z = scores * logit_scale.exp(); positives z.diag(), negatives z.roll(-1, dims=1).diag() (image i with caption "
     "i + 1); loss = mean of softplus(−positive) + softplus(negative).",
     exercise_solutions.pointwise_loss)
@@ -78,7 +78,7 @@ def _check_subsample(fn) -> str:
 
 
 subsample = _register(
-    "subsample", "07", "code", "nested training subsets that keep captions with their images", _check_subsample,
+    "subsample", "08", "code", "nested training subsets that keep captions with their images", _check_subsample,
     "One random order of the images per seed (torch.randperm with a seeded torch.Generator); keep its first "
     "round(fraction × N) images, sorted, with fs.select_images: the same order for every fraction makes them nested.",
     exercise_solutions.subsample)
@@ -89,7 +89,7 @@ _GAP_CHOICES = {"a": "joint's lead over decoupled grows", "b": "it shrinks",
 
 
 def _check_gap_with_data(answer, gaps: pd.DataFrame) -> str:
-    """`gaps`: 07's `ablations.gap_table`; its word for joint - decoupled ("widens", "narrows", "holds")
+    """`gaps`: 08's `ablations.gap_table`; its word for joint - decoupled ("widens", "narrows", "holds")
     comes from the 95% interval of the gap's change between the smallest and the largest training set."""
     word = gaps.set_index("gap").loc["joint - decoupled", "the gap"]
     right = "a" if word.startswith("widens") else "b" if word.startswith("narrows") else "c"
@@ -106,7 +106,7 @@ def _check_gap_with_data(answer, gaps: pd.DataFrame) -> str:
 
 
 gap_with_data = _register(
-    "gap_with_data", "07", "predict", "what happens to the gap with 4× the data", _check_gap_with_data,
+    "gap_with_data", "08", "predict", "what happens to the gap with 4× the data", _check_gap_with_data,
     "Look at the row `joint - decoupled` of the gap table: the change from the smallest to the largest training set "
     "and its 95% interval.",
     "Read it off the gap table's last column: (a) if the gap widens, (b) if it narrows, (c) if it holds.")
