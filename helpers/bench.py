@@ -8,6 +8,9 @@ alternating, and the fastest run counts, so a busy machine hurts both sides alik
 (loading models, tracing the graph) is paid before timing and reported on its own. `--sweep` also
 times the settings the pipeline could use (graph, batch size, workers, channels_last, autocast).
 
+`python -m helpers.bench runs` times the same training runs (and their test ranking) one after another
+with all threads and side by side with one thread each (`helpers.parallel_runs`).
+
 `python -m helpers.bench score` times the 1K-test scoring of each attention model in one run on the
 same inputs: the readable chunked code (`model.score` per chunk of captions), the tiled code of
 `helpers.fast_scoring`, and the floor: the flops of the model's big products divided by the peak
@@ -254,6 +257,37 @@ def bench_score(model_names=("decoupled", "joint", "joint_words"), fs=None, repe
     return pd.DataFrame(rows)
 
 
+def bench_runs(model_names=("decoupled", "joint"), seeds=(0, 1), epochs: int = 3, budget: str = "cpu") -> pd.DataFrame:
+    """The same training runs (the course's settings, `epochs` epochs, then the 1K-test ranking) one after
+    another in this process with all its threads, and side by side in `parallel_runs` workers with one
+    thread each -> one row per way, with the wall time and the speed-up."""
+    import tempfile
+    from pathlib import Path
+
+    from . import parallel_runs
+    from .features import load_course_features
+    from .reproduce import rank_folder, train_config
+    from .train import train
+
+    feats = load_course_features(progress=False)
+    configs = [train_config(m, budget, s, epochs=epochs, patience=0) for m in model_names for s in seeds]
+    with tempfile.TemporaryDirectory() as tmp:
+        def one_after_another():
+            for i, cfg in enumerate(configs):
+                train(cfg, feats["train"], feats["val"], Path(tmp, "seq", str(i)))
+                rank_folder(Path(tmp, "seq", str(i)), feats["test"])
+
+        jobs = [(cfg, Path(tmp, "par", str(i))) for i, cfg in enumerate(configs)]
+        seq = timed(one_after_another)
+        par = timed(lambda: parallel_runs.run_missing(jobs, feats, rank=True))
+    n = parallel_runs.workers(len(configs))
+    return pd.DataFrame([
+        {"way": f"one after another, {torch.get_num_threads()} threads", "runs": len(configs), "seconds": round(seq, 1),
+         "speed-up": 1.0},
+        {"way": f"side by side, {n} workers x 1 thread (incl. start-up)", "runs": len(configs),
+         "seconds": round(par, 1), "speed-up": round(seq / par, 2)}])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,10 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("score", help="1K-test scoring of each attention model: readable vs tiled vs the floor")
     s.add_argument("--models", nargs="+", default=["decoupled", "joint", "joint_words"])
     s.add_argument("--repeats", type=int, default=1)
+    r = sub.add_parser("runs", help="training runs one after another vs side by side (helpers.parallel_runs)")
+    r.add_argument("--models", nargs="+", default=["decoupled", "joint"])
+    r.add_argument("--seeds", type=int, default=2, help="seeds per model")
+    r.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 90)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
+    if args.command == "runs":
+        print(bench_runs(tuple(args.models), tuple(range(args.seeds)), args.epochs).to_string(index=False))
+        return 0
     if args.command == "score":
         print(bench_score(tuple(args.models), repeats=args.repeats).to_string(index=False))
         return 0

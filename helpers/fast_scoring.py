@@ -226,6 +226,25 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
     return out
 
 
+# ------------------------------------------------------------------------- matched pairs (probes)
+
+@torch.inference_mode()
+def mixed_pairs(model, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`FactorialModel.mixed_pair` of a flow "both" model for all B matched pairs at once (image i with
+    caption i): the diagonal of `word_vectors`, without its Python loop -> (B, D) image, (B, D) text."""
+    from .models import masked_mean
+
+    if getattr(model.cfg, "flow", None) != "both":
+        raise ValueError(f"mixed_pairs is for flow 'both' models; {model.cfg.name!r} has flow {model.cfg.flow!r}")
+    words, mask, regions = txt["words"], txt["mask"], img["regions"]          # (B, T, D), (B, T), (B, R, D)
+    attn = model.attn
+    logits = torch.einsum("btd,brd->btr", attn.query(words), attn.key(regions)) / attn.temperature
+    attended = torch.bmm(logits.softmax(-1), attn.value(regions))             # a_t: (B, T, D)
+    beta_bar = logits.masked_fill(~mask[..., None], float("-inf")).softmax(1).mean(-1)   # (B, T)
+    image = regions.mean(1) + torch.einsum("bt,btd->bd", beta_bar, model.text_value(words))
+    return image, masked_mean(words + attended, mask)
+
+
 # ------------------------------------------------------------------------- training batches
 # The same scores as `FactorialModel.score` / `BlogModel.score` for a (B, B) training batch, with
 # gradients, but without the (captions, words, images, D) tensor of attended vectors: with a_t = Σ_r α_r v_r,

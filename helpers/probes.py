@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .data import mine_labels
+from .fast_scoring import mixed_pairs
 from .features import FeatureSet
 from .models import masked_mean
 
@@ -97,7 +98,8 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
     Most models: mean over regions and masked mean over real words of the (shared) projections.
     Models with flow "both" (joint, joint_words): their *mixed* pooled vectors, which depend on the
     pair, so each image is mixed with its own first caption and each caption with its own image
-    (`mixed=False`: their projections before mixing, like decoupled's).
+    (`models.FactorialModel.mixed_pair`, computed for a whole chunk of pairs at once by
+    `fast_scoring.mixed_pairs`; `mixed=False`: their projections before mixing, like decoupled's).
     """
     model.eval().to(device)
     joint = getattr(model.cfg, "flow", None) == "both" and mixed
@@ -118,7 +120,7 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
             image.append(_own_vectors(img).float().cpu())
     if joint:
         regions, firsts = torch.cat(regions), first_captions(fs)
-        image = [model.mixed_pair({"regions": regions[rows]}, texts(firsts[rows]))[0].float().cpu()
+        image = [mixed_pairs(model, {"regions": regions[rows]}, texts(firsts[rows]))[0].float().cpu()
                  for rows in torch.arange(fs.n_images).split(chunk)]
     text = torch.empty(len(captions), image[0].shape[1])
     order = fs.lengths()[captions].argsort()              # similar lengths together: little padding
@@ -126,7 +128,7 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
         rows = captions[pos]
         txt = texts(rows)
         if joint:
-            vec = model.mixed_pair({"regions": regions[fs.caption_image[rows]]}, txt)[1]
+            vec = mixed_pairs(model, {"regions": regions[fs.caption_image[rows]]}, txt)[1]
         else:
             vec = _own_vectors(txt)
         text[pos] = vec.float().cpu()

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, models
+from . import metrics, models, parallel_runs
 from .atomic import atomic_path
 from .config import PATHS
+from .checkpoints import load_checkpoint
 from .features import FeatureSet, load_course_features
-from .train import TrainConfig, TrainResult, load_result, train
+from .train import TrainConfig, TrainResult, finished, load_result, train
 
 # The factorial (flow x head, see helpers.models) and the blog's module as written.
 MODEL_NAMES = ("dual", "dual_words", "decoupled_pooled", "decoupled", "joint", "joint_words", "blog")
@@ -60,6 +61,32 @@ def run_dir(model: str, budget: str = "cpu", seed: int = 0) -> Path:
 def train_run(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0) -> TrainResult:
     """Train one model with one seed (or reuse the finished run in runs/)."""
     return train(train_config(model, budget, seed), feats["train"], feats["val"], run_dir(model, budget, seed))
+
+
+def train_all(feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0,
+              model_names=MODEL_NAMES) -> dict[str, TrainResult]:
+    """`train_run` for every model with one seed -> {model: TrainResult}. Missing runs are first trained
+    side by side (`parallel_runs`, speed only)."""
+    parallel_runs.run_missing(_jobs([(name, seed) for name in model_names], budget), feats, rank=False)
+    return {name: train_run(name, feats, budget, seed) for name in model_names}
+
+
+def needs_work(cfg: TrainConfig, folder: Path, rank: bool = False) -> bool:
+    """Is the run in `folder` unfinished (or, with `rank`, its test ranking missing or older than best.pt)?"""
+    folder = Path(folder)
+    if not (folder / "last.pt").is_file() or not (folder / "best.pt").is_file():
+        return True
+    last = load_checkpoint(folder / "last.pt")
+    if not finished(cfg, last["epoch"], last["best"]["epoch"]):
+        return True
+    cache = folder / "test_ranks.npz"
+    return rank and not (cache.is_file() and cache.stat().st_mtime >= (folder / "best.pt").stat().st_mtime)
+
+
+def _jobs(pairs, budget: str) -> list[tuple[TrainConfig, Path]]:
+    """[(model, seed)] -> [(TrainConfig, run folder)], the models without attention (seconds each) last."""
+    pairs = sorted(pairs, key=lambda p: p[0] in ("dual", "dual_words"))
+    return [(train_config(m, budget, s), run_dir(m, budget, s)) for m, s in pairs]
 
 
 def rank_on_test(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0,
@@ -112,6 +139,8 @@ ANCHORS = {"VSE++ (ResNet-152, fine-tuned)": 478.6, "SCAN t→i (Faster R-CNN re
 def evaluate_all(feats, model_names=MODEL_NAMES, seeds=None, budget: str = "cpu") -> dict[str, list[dict]]:
     """Train (or reuse) every model with its seeds (`seeds_for`, or the given ones) and rank the 1K test
     set -> {model: [ranks per seed]}."""
+    pairs = [(name, s) for name in model_names for s in (seeds if seeds is not None else seeds_for(name))]
+    parallel_runs.run_missing(_jobs(pairs, budget), feats, rank=True)       # speed only: runs side by side
     out = {}
     for name in model_names:
         out[name] = []

@@ -65,3 +65,22 @@ def test_segment_means_average_each_captions_own_rows():
     x = torch.arange(12.0).view(6, 2)
     got = fast_scoring._segment_means(x, torch.tensor([1, 3, 2]))
     assert torch.equal(got, torch.stack([x[0], x[1:4].mean(0), x[4:].mean(0)]))
+
+
+@pytest.mark.parametrize("name", ["joint", "joint_words"])
+def test_mixed_pairs_equal_the_pair_by_pair_loop(fs, name, one_thread):
+    """Batched matched pairs = `mixed_pair`'s loop, with captions of different lengths padded together."""
+    torch.manual_seed(4)
+    model = models.build_model(name, dim=16, **SHAPE).eval()
+    rows = torch.tensor([0, 5, 9, 17, 29])
+    captions = torch.tensor([0, 16, 28, 52, 88])                       # any caption rows, lengths differ
+    img = model.encode_images(*fs.image_batch(rows))
+    txt = model.encode_texts(*fs.text_batch(captions))
+    assert txt["mask"].sum(1).unique().numel() > 1
+    with torch.no_grad():
+        loop = model.mixed_pair(img, txt)
+    fast = fast_scoring.mixed_pairs(model, img, txt)
+    for a, b in zip(fast, loop):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="flow 'both'"):
+        fast_scoring.mixed_pairs(models.build_model("decoupled", dim=16, **SHAPE), img, txt)
