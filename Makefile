@@ -21,11 +21,11 @@ venv: $(STAMP)
 
 # `pip install -q ARGS` with pip's "WARNING: Location" lines filtered out. A failed install stops make:
 # pipefail keeps pip's exit status through the pipe; the grep side never fails (status 1 only means
-# it had nothing left to print). --no-compile: pip would byte-compile every file it installs (about a
-# minute of the set-up, measured, mostly torch's own tests and tools); Python compiles the modules it
-# imports on first use and keeps them in __pycache__.
+# it had nothing left to print). pip byte-compiles what it installs (about a minute of the set-up): keep
+# it. With --no-compile a machine that sets PYTHONDONTWRITEBYTECODE (this course's CI does) compiles
+# torch & co. again in every kernel and worker; measured, that cost more than it saved.
 pip_install = $(call pip_install_into,$(PY),$(1))
-pip_install_into = set -o pipefail; $(1) -m pip install -q --no-compile $(2) 2>&1 | { grep -v "^WARNING: Location" || true; } \
+pip_install_into = set -o pipefail; $(1) -m pip install -q $(2) 2>&1 | { grep -v "^WARNING: Location" || true; } \
 	|| { echo "== pip install $(2) failed: see pip's error above" >&2; exit 1; }
 
 # Rebuilt only when a pin changes; a second `make` does nothing here.

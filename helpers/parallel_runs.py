@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -92,6 +93,10 @@ def run_missing(jobs: list[tuple], feats: dict, rank: bool = True, load=course_f
     except OtherFeatures as err:
         warnings.warn(f"runs trained one after another: {err}", stacklevel=2)
         return 0
+    except BrokenProcessPool as err:
+        raise RuntimeError(f"a worker training the runs side by side stopped abruptly (out of memory, or "
+                           f"killed); finished epochs are kept in their run folders. Run again, or set "
+                           f"COURSE_WORKERS=1 to train one run at a time in this process") from err
     except BaseException:              # an error or an interrupt: stop the other runs too (they resume later)
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()

@@ -47,6 +47,19 @@ def test_parallel_runs_equal_one_thread_runs_in_this_process(tmp_path, monkeypat
         torch.set_num_threads(threads)
 
 
+def dies() -> dict:
+    """A worker that dies while loading its features (as if killed for memory)."""
+    import os
+    os._exit(3)
+
+
+def test_a_dead_worker_gets_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_WORKERS", "2")
+    jobs = [(config("dual", s), tmp_path / str(s)) for s in (0, 1)]
+    with pytest.raises(RuntimeError, match="stopped abruptly.*COURSE_WORKERS=1"):
+        parallel_runs.run_missing(jobs, synthetic_features(), load=dies)
+
+
 def test_a_worker_refuses_features_other_than_the_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel_runs, "_FEATURES", None)
     with pytest.raises(parallel_runs.OtherFeatures, match="synthetic-5"):
