@@ -61,8 +61,8 @@ COMPUTE = {  # notebook: (live s, quoted phrase, staged s, quoted phrase or None
     "02": (60, "about 1 min on a 2-core machine the first time", 25, "about 25 s once cached"),
     "03": (45, "about 45 s on a 2-core machine the first time", 15, "about 15 s once cached"),
     "04": (10, "about 10 s", 10, None),
-    "05": (510, "about 8.5 min", 20, "take about 20 s"),
-    "06": (1560, "about 26 min", 120, "about 2 min when the runs and their rankings are already in `runs/`"),
+    "05": (450, "about 7.5 min", 20, "take about 20 s"),
+    "06": (1380, "about 23 min", 120, "about 2 min when the runs and their rankings are already in `runs/`"),
     "07": (110, "about 2 min", 110, None),
     "08": (35, "about 35 s", 35, None),
 }
