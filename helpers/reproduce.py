@@ -79,8 +79,13 @@ def needs_work(cfg: TrainConfig, folder: Path, rank: bool = False) -> bool:
     last = load_checkpoint(folder / "last.pt")
     if not finished(cfg, last["epoch"], last["best"]["epoch"]):
         return True
-    cache = folder / "test_ranks.npz"
-    return rank and not (cache.is_file() and cache.stat().st_mtime >= (folder / "best.pt").stat().st_mtime)
+    return rank and not ranking_is_fresh(folder)
+
+
+def ranking_is_fresh(folder: Path) -> bool:
+    """Does `folder` hold test ranks written after its best checkpoint (test_ranks.npz, by `rank_folder`)?"""
+    cache = Path(folder) / "test_ranks.npz"
+    return cache.is_file() and cache.stat().st_mtime >= (Path(folder) / "best.pt").stat().st_mtime
 
 
 def _jobs(pairs, budget: str) -> list[tuple[TrainConfig, Path]]:
@@ -101,8 +106,7 @@ def rank_on_test(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", 
 def rank_folder(folder: Path, test_fs: FeatureSet, device: str = "cpu") -> dict:
     """`rank_on_test` for the run in `folder`, ranked on `test_fs`."""
     cache = folder / "test_ranks.npz"
-    best = folder / "best.pt"
-    if cache.is_file() and cache.stat().st_mtime >= best.stat().st_mtime:
+    if ranking_is_fresh(folder):
         z = np.load(cache)
         return {"img_rank": z["img_rank"], "cap_rank": z["cap_rank"], "seconds": float(z["seconds"])}
     result = load_result(folder, device)
