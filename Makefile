@@ -75,7 +75,7 @@ refresh: data
 # Maintainers: the learning-rate x temperature search for every model (about 30 min on 2 cores), outside
 # the tests; it writes notebooks/search-cpu.csv, which is committed and which notebook 05 re-checks.
 search: data
-	@$(PY) -m helpers.tuning --budget cpu
+	@$(PY) -m helpers search --budget cpu
 
 # Notebook 08's runs (sweeps, variants, data-scale curve, 3 seeds each), outside the tests; writes the
 # committed notebooks/ablations-*-cpu.* that 08 reads.

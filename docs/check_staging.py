@@ -28,8 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args(argv)
 
-    from helpers import ablations, feature_cache, features, reproduce, train
+    from helpers import train
     from helpers.config import PATHS
+    from helpers.pipeline import ablations, feature_cache, recipes, runs
 
     def refuse(what):
         def stop(*_, **__):
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     print(f"data {PATHS.subset}\ncache {PATHS.cache}\nruns {PATHS.runs}")
     start = time.perf_counter()
     try:
-        feats = features.load_course_features(progress=False)
+        feats = feature_cache.load_course_features(progress=False)
     except WouldRebuild as what:
         print(f"✗ the {what} are not in {PATHS.cache}, or were built with other settings, so notebook 02/03 would "
               "build them again, and every pre-staged run would then be refused (it was trained on other features). "
@@ -54,11 +55,12 @@ def main(argv=None) -> int:
           f"(fingerprint {feats['train'].source})")
 
     problems = 0
-    for name in reproduce.MODEL_NAMES:
-        for seed in reproduce.seeds_for(name):
-            folder = reproduce.run_dir(name, args.budget, seed)
+    for name in recipes.MODEL_NAMES:
+        for seed in recipes.seeds_for(name):
+            cfg = recipes.train_config(name, args.budget, seed)
+            folder = recipes.run_dir(cfg)
             try:
-                reproduce.train_run(name, feats, args.budget, seed)
+                runs.train_run(cfg, feats)
             except WouldRebuild:
                 print(f"✗ {folder.name}: missing or unfinished; notebook 05/06 would train it")
                 problems += 1
@@ -67,15 +69,14 @@ def main(argv=None) -> int:
                 print(f"✗ {folder.name}: {err}")
                 problems += 1
                 continue
-            ranks, best = folder / "test_ranks.npz", folder / "best.pt"
-            if not ranks.is_file() or ranks.stat().st_mtime < best.stat().st_mtime:
+            if not runs.ranking_is_fresh(folder):
                 print(f"✗ {folder.name}: reused, but its test ranking is missing or older than best.pt, so notebook 06 "
                       "would score it again (2 to 52 s per run on 2 cores); copy with timestamps kept (tar, cp -a, "
                       "rsync -a)")
                 problems += 1
                 continue
             print(f"✓ {folder.name}: finished run and test ranking will be reused")
-    variant = ablations.variant_dir("logits_features", args.budget, 0)
+    variant = recipes.run_dir(ablations.variant_config("logits_features", args.budget, 0))
     print(f"{'✓' if (variant / 'last.pt').is_file() else '·'} {variant.name}: "
           + ("present (notebook 08 reuses it)" if (variant / "last.pt").is_file()
              else "absent (notebook 08 trains it, about 10 s)"))

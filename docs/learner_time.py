@@ -9,7 +9,7 @@ Run from anywhere with the course's environment:
 It reads the committed notebooks with nbformat (nothing is executed) and counts, per notebook:
 - the words of its markdown cells;
 - the code lines a learner reads: the non-blank lines of every code cell as the *student edition* shows them
-  (exercise solutions replaced by the two-line stub, via `helpers.editions.clear_solutions`), except the
+  (exercise solutions replaced by the two-line stub, via `helpers.tools.editions.clear_solutions`), except the
   lines that only call `show_source(...)`; for those, the non-blank lines of the source they display
   (`inspect.getsource` of the named helper, after importing `helpers`);
 - the words a learner reads in printed and generated output (stdout and display(Markdown) text);
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -81,9 +82,13 @@ def nonblank(text: str) -> int:
 
 
 def resolve(dotted: str):
-    """'encoders.ImageEncoder.forward' -> the object, found in helpers.<first part>."""
+    """'encoders.ImageEncoder.forward' -> the object, found in helpers.<first part> (or in one of its folders,
+    helpers.fast, helpers.pipeline, helpers.tools, as a notebook imports it: `from helpers.fast import extraction`)."""
     first, *rest = dotted.split(".")
-    obj = importlib.import_module(f"helpers.{first}")
+    for package in ("helpers", "helpers.fast", "helpers.pipeline", "helpers.tools"):
+        if importlib.util.find_spec(f"{package}.{first}") is not None:
+            break
+    obj = importlib.import_module(f"{package}.{first}")
     for part in rest:
         obj = getattr(obj, part)
     return obj
@@ -126,7 +131,7 @@ def add(total: dict, part: dict) -> None:
 def sections(path: Path, registry: dict) -> list[tuple[str, dict]]:
     """A notebook -> [(section heading, its counts)] in order; the first is the title and its header lines.
     A section starts at a markdown line `## ...` (the exercises' `### ...` stay in their section)."""
-    from helpers.editions import clear_solutions
+    from helpers.tools.editions import clear_solutions
 
     nb = nbformat.read(path, as_version=4)
     out = [("(title and header)", new_counts())]

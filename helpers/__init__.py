@@ -1,9 +1,46 @@
-"""Helpers for the course *Decoupled multimodal features, reproduced*.
+"""Helpers for the course *Decoupled multimodal features, reproduced*: the map of the package.
 
-One module per course step: ``config`` (paths, device, seeds), ``data`` (the COCO subset),
-``download`` (fetching it from the official servers), ``blog`` (the blog's code as written),
-``encoders`` (image and text features), ``features`` (extraction and the feature cache), ``bench``, ``attention``,
-``models``, ``losses``, ``train``, ``metrics``, ``probes``, ``interpret``, ``plots`` and ``reproduce``.
+The modules a learner reads, one per course step (each imports only libraries and the modules above it):
+    config          paths, device, seeds and the encoder pair: resolved in one place
+    atomic          files written atomically, and their checksums
+    download        01: the subset from the official COCO servers (resumable, md5-checked)
+    data            01: the COCO subset: prepare, verify, load, split, caption-mined labels
+    blog            the blog's code as written, kept runnable to show its bugs
+    encoders        02-03: the frozen image and text encoders (regions, token features)
+    features        02-03: FeatureSet, the features the models read, and 08's changes to them
+    attention       04: decoupled (text -> image) attention, corrected
+    losses          05, 08: InfoNCE, VSE++, pointwise, and 08's added terms
+    models          04-05, 08: the retrieval models, the one registry of them, readable scoring
+    checkpoints     05: a run folder's files, written so that a killed run resumes
+    train           05: the training loop
+    pretraining     08: self-supervised (SimCLR) pre-training of each modality's projection
+    metrics         06: recall@K with ties against the model, rSum, verdict words
+    intervals       06: honest intervals over test images and training seeds
+    probes          07: linear probes of what each modality's vectors keep
+    pointing        07: word-over-region attention maps and the pointing game
+    plots           figures: images with credits, attention maps, curves, forest plots
+    checks          the notebooks' checks of float results against committed references
+    exercises/      the exercises, one module per notebook, their shared core and the solutions
+
+The speed code, `fast/` (same results, faster; imports only the learner modules it speeds up):
+    fast.scoring      tiled scoring of a whole split and lean training-batch scores
+    fast.extraction   batched feature extraction, the CNN as one fused oneDNN Graph
+    fast.distributed  the same update on several processes under torchrun
+    fast.parallel     independent runs side by side, one thread each
+
+The pipeline, `pipeline/` (may import both; nothing imports it but the commands and the tools):
+    pipeline.recipes        models, seeds, budgets, the chosen settings, one folder per configuration
+    pipeline.feature_cache  features extracted once and read back; the course's splits
+    pipeline.runs           train or reuse the course's runs, rank their test sets
+    pipeline.search         05's learning-rate x temperature search, and its recheck
+    pipeline.evaluation     06's tables: recalls, the +8.5% claim under each reading, the factorial
+    pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
+    pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
+
+The tools, `tools/`, and the command line:
+    tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
+    tools.editions  the student edition (`make student`)
+    __main__        `python -m helpers train | search | reproduce | bench | student | summary`
 """
 import inspect
 
@@ -12,6 +49,6 @@ __version__ = "0.1.0"
 
 def show_source(obj) -> None:
     """Display the source code of a helper function or class in a notebook."""
-    from IPython.display import Code, display
+    from IPython.display import Code, display   # IPython only where a notebook shows code
 
     display(Code(inspect.getsource(obj), language="python"))

@@ -1,4 +1,5 @@
-"""Write files atomically: a reader (or a rerun after a crash) sees the old file or the new one, never half.
+"""Files on disk: written atomically (a reader, or a rerun after a crash, sees the old file or the new one,
+never half), and checksummed (`md5sum`).
 
     with atomic_path(run_dir / "best.pt") as tmp:
         torch.save(state, tmp)
@@ -8,6 +9,7 @@ the data copy, the results tables.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -33,3 +35,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def md5sum(path: str | Path) -> str:
+    """Hex md5 of a file, read in 1 MiB chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

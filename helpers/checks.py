@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import PROJECT_ROOT, course_device, encoder_pair
+from .config import PATHS, course_device, encoder_pair
 
-REFERENCE_FILE = PROJECT_ROOT / "notebooks" / "references.json"
+REFERENCE_FILE = PATHS.references
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,21 @@ class Paths:
         return Path(os.environ.get("COURSE_RESULTS_DIR", self.root / "results"))
 
     @property
+    def notebooks(self) -> Path:
+        """The course's notebooks, and the committed tables and references beside them."""
+        return self.root / "notebooks"
+
+    @property
+    def references(self) -> Path:
+        """The reference values the notebooks' checks compare with (`helpers.checks`), committed."""
+        return self.notebooks / "references.json"
+
+    @property
+    def student(self) -> Path:
+        """Where `make student` writes the student edition (git-ignored)."""
+        return self.root / "student"
+
+    @property
     def shared_mirror(self) -> Path:
         """The local mirror of the subset that sits beside a checkout (and beside CI's)."""
         return self.root.parent / "shared" / "coco-subset"
@@ -56,6 +71,9 @@ ENCODER_PAIRS = {
     "course": {"image": "mobilenet_v2", "text": "all-MiniLM-L6-v2"},   # offline: shipped in PyPI packages
     "blog": {"image": "resnet50", "text": "bert-base-uncased"},         # the blog's; downloaded once online
 }
+
+
+TEXT_MAX_LENGTH = 64   # word pieces per caption the text encoder reads (COCO captions have < 60); more are cut
 
 
 def encoder_pair() -> dict[str, str]:

@@ -21,8 +21,8 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .config import PATHS
-from .atomic import atomic_path
-from .download import check_file_name, download_subset, md5sum
+from .atomic import atomic_path, md5sum
+from .download import check_file_name, download_subset
 
 IDS_CSV = PATHS.data / "subset_images.csv"   # committed: ids, checksums, has_instances, split
 N_TEST, N_VAL = 1000, 250                    # the 1K retrieval protocol; the rest trains

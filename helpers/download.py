@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -17,7 +16,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, md5sum
 
 COCO_BASE_URL = "http://images.cocodataset.org"
 ANNOTATIONS_ZIP = "annotations/annotations_trainval2017.zip"
@@ -30,15 +29,6 @@ MANIFEST_COLUMNS = ["image_id", "file_name", "coco_split", "width", "height", "f
 
 class DownloadError(RuntimeError):
     """A file could not be downloaded (or verified) after all retries."""
-
-
-def md5sum(path: Path) -> str:
-    """Hex md5 of a file, read in 1 MiB chunks."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _stream(url: str, part: Path, timeout: float, progress: bool) -> None:

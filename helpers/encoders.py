@@ -11,7 +11,6 @@ call is made; otherwise a backbone asked for *by name* may be downloaded.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,13 +20,12 @@ import torch
 from torch import nn
 from torchvision import models, transforms
 
-from .config import encoder_pair
-from .download import md5sum
+from .config import TEXT_MAX_LENGTH, encoder_pair
+from .atomic import md5sum
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 224
-TEXT_MAX_LENGTH = 64   # COCO captions are < 60 word pieces; longer ones are truncated
 
 
 # ------------------------------------------------------------------------------------ common
@@ -150,35 +148,6 @@ class ImageEncoder(nn.Module):
         fmap = self.body(images)                        # (B, C, h, w)
         regions = fmap.flatten(2).transpose(1, 2)       # (B, h*w, C)
         return regions, regions.mean(1)
-
-    def inference_copy(self) -> "ImageEncoder":
-        """A copy with every BatchNorm folded into the conv before it: same outputs in eval mode, fewer
-        passes over memory (1.4x faster on a 2-core CPU, see `helpers.bench`). For extraction only."""
-        from torch.fx.experimental.optimization import fuse
-
-        return ImageEncoder(self.name, fuse(self.body.eval(), inplace=False), self.head, self.categories,
-                            self.choice)
-
-    def graph_copy(self, example: torch.Tensor) -> "ImageEncoder":
-        """A copy for CPU extraction whose body runs as one oneDNN Graph, for inputs shaped like `example`.
-
-        The body is traced at `example`'s shape, frozen (BatchNorm folded, weights pre-packed) and
-        handed to oneDNN Graph, which fuses each conv with its ReLU6 and residual add into one kernel:
-        the activations make one pass through memory instead of three. About 1.7x the fastest eager
-        setting on a 2-core CPU (`python -m helpers.bench extract --sweep`), equal up to float32
-        rounding (differences of about 1e-5). Costs 2-3 s once (tracing, then two profiling runs); other input shapes
-        still run, after profiling again.
-
-        It rests on TorchScript, which torch 2.x deprecates in favour of torch.compile: on this CPU
-        torch.compile (with freezing) was only ~1.15x the eager model, after 11-14 s of compiling.
-        """
-        torch.jit.enable_onednn_fusion(True)      # process-wide; only TorchScript graphs are affected
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.filterwarnings("ignore", r".*torch\.jit.* is deprecated", FutureWarning)
-            graph = torch.jit.freeze(torch.jit.trace(self.body.eval(), example))
-            for _ in range(2):                    # run 1 records shapes, run 2 builds the fused kernels
-                graph(example)
-        return ImageEncoder(self.name, graph, self.head, self.categories, self.choice)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, C) pooled features -> (B, 1000) ImageNet logits from the backbone's own classifier."""

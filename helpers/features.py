@@ -1,15 +1,13 @@
-"""The features the models read: `FeatureSet` (one split's cached image and text features, and its
-batches) and `load_course_features` (the course's splits, extracted once and cached).
+"""The features the models read: `FeatureSet` (one split's image and text features, and its batches), a
+synthetic one for tests, and two ways notebook 08 changes them (`subsample`, `logits_features`).
 
-How they are extracted fast is `extraction`; how they are kept on disk is `feature_cache`."""
+How the course's are extracted fast is `helpers.fast.extraction`; how they are kept on disk, and loaded
+as the course's splits, is `helpers.pipeline.feature_cache`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-
-from .feature_cache import cached_image_features, cached_text_features, fingerprint
 
 
 @dataclass
@@ -109,28 +107,32 @@ def synthetic_featureset(n_images: int = 32, captions_per_image: int = 5, region
     )
 
 
-def load_course_features(image_encoder="auto", text_encoder="auto", device: str | None = None, subset=None,
-                         transform=None, cache_dir: Path | None = None, progress: bool = True
-                         ) -> dict[str, FeatureSet]:
-    """The whole subset's features (built once, then read from data/cache) -> {'all', 'train', 'val', 'test'}."""
-    if subset is None:
-        from .data import load_subset
+SYNTHETIC_SHAPE = {"image_dim": 32, "text_dim": 24, "regions": 9}   # small enough for a CPU test
 
-        subset = load_subset()
-    ids = [int(i) for i in subset.image_ids]
-    regions, pooled = cached_image_features(subset, ids, image_encoder, transform, device=device,
-                                            cache_dir=cache_dir, progress=progress)
-    caps = subset.captions
-    tokens, offsets, text_pooled = cached_text_features(caps.caption.tolist(), text_encoder, device=device,
-                                                        cache_dir=cache_dir, progress=progress)
-    row = {image_id: r for r, image_id in enumerate(ids)}
-    source = fingerprint(pooled, text_pooled)
-    everything = FeatureSet(
-        image_ids=torch.tensor(ids, dtype=torch.long), regions=regions, pooled=pooled,
-        caption_ids=torch.tensor(caps.caption_id.to_numpy(), dtype=torch.long),
-        caption_image=torch.tensor([row[int(i)] for i in caps.image_id], dtype=torch.long),
-        tokens=tokens, offsets=offsets, text_pooled=text_pooled, source=source)
-    out = {"all": everything}
-    for split in ("train", "val", "test"):
-        out[split] = everything.select_images(torch.tensor([row[int(i)] for i in subset.split_ids(split)]))
-    return out
+
+def synthetic_split(n_images: int, val_fraction: float = 0.25, seed: int = 0,
+                    **shape) -> tuple[FeatureSet, FeatureSet]:
+    """A synthetic FeatureSet of `n_images` split into train and val images (the last `val_fraction`)."""
+    fs = synthetic_featureset(n_images=n_images, seed=seed, **{**SYNTHETIC_SHAPE, **shape})
+    n_val = max(1, round(val_fraction * n_images))
+    if n_val >= n_images:
+        raise ValueError(f"n_images={n_images} leaves no training images; use at least 2")
+    return fs.select_images(torch.arange(n_images - n_val)), fs.select_images(torch.arange(n_images - n_val, n_images))
+
+
+def subsample(fs: FeatureSet, fraction: float, seed: int = 0) -> FeatureSet:
+    """The first `fraction` of the images in one fixed random order, with all their captions: smaller
+    fractions are subsets of larger ones, so a data-scale curve adds data and changes nothing else."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    order = torch.randperm(fs.n_images, generator=torch.Generator().manual_seed(seed))
+    return fs.select_images(order[:max(1, round(fraction * fs.n_images))].sort().values)
+
+
+def logits_features(fs: FeatureSet, classifier: torch.nn.Module) -> FeatureSet:
+    """The blog's image "features": each image's pooled vector through the backbone's ImageNet classifier
+    -> a FeatureSet whose regions are (N_img, 1, 1000) logits (one region per image); text unchanged."""
+    with torch.inference_mode():
+        logits = classifier(fs.pooled.float()).to(fs.regions.dtype)
+    return FeatureSet(fs.image_ids, logits[:, None].clone(), logits.clone(), fs.caption_ids, fs.caption_image,
+                      fs.tokens, fs.offsets, fs.text_pooled, f"{fs.source}|imagenet-logits")

@@ -1,5 +1,6 @@
-"""Training losses: InfoNCE, VSE++ hardest-negative triplet, a pointwise logistic loss, difference
-(orthogonality), reconstruction.
+"""Training losses: the retrieval losses (InfoNCE, the VSE++ hardest-negative hinge, a pointwise logistic
+loss) and the terms notebook 08's variants add (image local consistency, word diversity, masked
+reconstruction) or pre-train with (SimCLR).
 
 Every retrieval loss takes a square score matrix `scores` (B, B) whose diagonal holds the
 matching pairs: row i is image i, column j is caption j.
@@ -35,17 +36,39 @@ def pointwise(scores: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     return (F.softplus(-positive) + F.softplus(negative)).mean()
 
 
-def difference_loss(shared: torch.Tensor, private: torch.Tensor) -> torch.Tensor:
-    """(N, D) shared, (N, D) private -> squared Frobenius norm of their correlation (MISA / DSN).
+# ----------------------------------------------------------------------------- 08's added terms
 
-    Both are centred and L2-normalised per row; 0 when every shared direction is orthogonal
-    to every private direction across the batch.
-    """
-    s = F.normalize(shared - shared.mean(0), dim=1)
-    p = F.normalize(private - private.mean(0), dim=1)
-    return (s.t() @ p).pow(2).sum() / len(shared) ** 2
+def local_consistency_loss(regions: torch.Tensor) -> torch.Tensor:
+    """(B, R, D) regions of a square grid (R = h*h) -> mean (1 - cos) over horizontally and vertically
+    adjacent regions; 0 when neighbours point the same way."""
+    b, r, d = regions.shape
+    h = int(round(r ** 0.5))
+    if h * h != r:
+        raise ValueError(f"local consistency needs a square grid of regions; got R={r}")
+    grid = F.normalize(regions, dim=-1).view(b, h, h, d)
+    right = (grid[:, :, 1:] * grid[:, :, :-1]).sum(-1)
+    below = (grid[:, 1:] * grid[:, :-1]).sum(-1)
+    return 1 - torch.cat([right.flatten(1), below.flatten(1)], 1).mean()
 
 
-def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(..., C) reconstruction, (..., C) original features -> mean squared error."""
-    return F.mse_loss(reconstruction, target)
+def word_diversity_loss(words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) words, (B, T) mask -> mean cosine between different real words of the same caption."""
+    unit = F.normalize(words, dim=-1) * mask[..., None]
+    gram = unit @ unit.transpose(1, 2)                                        # (B, T, T)
+    n = mask.sum(1).float()
+    pairs = (n * (n - 1)).clamp_min(1)
+    off_diagonal = gram.sum((1, 2)) - (unit * unit).sum((1, 2))
+    return (off_diagonal / pairs).mean()
+
+
+def masked_reconstruction_loss(rebuilt: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, L, C) rebuilt, (B, L, C) original features, (B, L) bool hidden -> mean squared error over the
+    hidden positions only (0 when nothing is hidden)."""
+    if not hidden.any():
+        return rebuilt.sum() * 0.0
+    return F.mse_loss(rebuilt[hidden], target[hidden])
+
+
+def simclr_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """(B, D), (B, D) unit embeddings of two views -> symmetric InfoNCE: each view finds its twin."""
+    return info_nce(z1 @ z2.t(), torch.tensor(1.0 / temperature).log())

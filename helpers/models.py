@@ -1,9 +1,8 @@
-"""The retrieval models over frozen features, with one interface.
+"""The retrieval models over frozen features, with one interface, and the one registry of them (`MODELS`).
 
-Every model encodes each modality on its own (`encode_images`, `encode_texts`: dicts of tensors
-with the batch first), then scores every image against every caption (`score`: (Ni, Nt)).
-Encodings are what a distributed step gathers across processes; `extra_losses` adds the
-model's own regularisers (only `decoupled_plus` has any).
+Every model encodes each modality on its own (`encode_images`, `encode_texts`: dicts of tensors with
+the batch first), then scores every image against every caption (`score`: (Ni, Nt)); `extra_losses`
+adds a model's own training terms (08's regularisers). Encodings are what a distributed step gathers.
 
 The factorial (`FactorialModel`): direction of flow {none, text -> image, both ways} x scoring head
 {pooled vectors + cosine, per-word cosine}, same projections, widths and attention everywhere:
@@ -14,44 +13,54 @@ The factorial (`FactorialModel`): direction of flow {none, text -> image, both w
   both ways         joint                joint_words    (co-attention, "traditional joint training")
 
 - `blog`: the blog's module as written (no value, no masks), with a per-word cosine head.
-- `decoupled_plus`: shared and private projections per modality; `decoupled` scoring on the shared
-  parts, plus a difference (orthogonality) loss and a reconstruction loss (MISA / DSN).
+- Notebook 08's variants: `decoupled` with one change each: two of the blog's bugs put back as settings
+  (`value=False`, `mask_padding=False`), attention over the raw regions, or an added loss term.
+
+What a model computes is set by its `ModelConfig` (flow, head, value, mask_padding): the fast versions
+in `helpers.fast.scoring` read the same fields. `score_all` scores a whole split with these lines.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .attention import DecoupledAttention
-from .losses import difference_loss, reconstruction_loss
+from .config import TEXT_MAX_LENGTH
+from .losses import local_consistency_loss, masked_reconstruction_loss, word_diversity_loss
+
+FLOWS = ("none", "text_to_image", "both")
+HEADS = ("pooled", "words")
+MASK_RATIO = 0.25                # `masked_reconstruction`: share of regions (and of words) hidden
 
 
 @dataclass
 class ModelConfig:
-    """Sizes shared by all models; defaults fit a 2-core CPU."""
+    """What a model is: its sizes and the settings its scores depend on; defaults fit a 2-core CPU."""
 
     name: str = "decoupled"
     image_dim: int = 1280        # C of the image backbone (1280 MobileNetV2, 2048 ResNet-50)
     text_dim: int = 384          # D of the text encoder (384 MiniLM, 768 BERT-base)
     dim: int = 128               # joint embedding size (128 keeps a 1K-test evaluation near 40 s on 2 cores)
-    flow: str = "text_to_image"  # FactorialModel: "none", "text_to_image" or "both"
-    head: str = "words"          # FactorialModel: "pooled" (cosine of mean vectors) or "words" (mean of cosines)
-    private_dim: int = 64        # `decoupled_plus` private subspace
-    diff_weight: float = 0.1
-    recon_weight: float = 1.0
-    aux_weight: float = 0.0      # 08's variants: weight of the added loss term (helpers.ablations)
+    flow: str = "text_to_image"  # "none", "text_to_image" or "both"
+    head: str = "words"          # "pooled" (cosine of mean vectors) or "words" (mean of per-word cosines)
+    value: bool = True           # attend over value(regions); False: over the regions themselves (the blog)
+    mask_padding: bool = True    # padded positions are masked; False: every position is a word (the blog)
+    aux_weight: float = 0.0      # weight of an added loss term (08's regularisers)
     init_temperature: float = 0.07
-
-
-FLOWS = ("none", "text_to_image", "both")
-HEADS = ("pooled", "words")
 
 
 def _proj(i: int, o: int) -> nn.Module:
     return nn.Sequential(nn.Linear(i, o), nn.LayerNorm(o))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) broadcasts against x."""
+    m = mask.float().reshape(*mask.shape, *[1] * (x.dim() - mask.dim()))
+    return (x * m).sum(dim) / m.sum(dim)
 
 
 class RetrievalModel(nn.Module):
@@ -77,10 +86,6 @@ class RetrievalModel(nn.Module):
     def extra_losses(self, img: dict, txt: dict) -> dict[str, torch.Tensor]:
         return {}
 
-    def scoring_parameters(self) -> int:
-        """Parameters used to score a pair (decoders that only serve a training loss excluded)."""
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("decoder"))
-
 
 class WordRegionModel(RetrievalModel):
     """Regions (B, R, C) and words (B, T, Dt) projected to (·, dim) by Linear + LayerNorm: every model's input."""
@@ -94,13 +99,9 @@ class WordRegionModel(RetrievalModel):
         return {"regions": self.image_proj(regions)}
 
     def encode_texts(self, tokens, mask, pooled):
-        return {"words": self.text_proj(tokens), "mask": mask}
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) broadcasts against x."""
-    m = mask.float().reshape(*mask.shape, *[1] * (x.dim() - mask.dim()))
-    return (x * m).sum(dim) / m.sum(dim)
+        """With `mask_padding=False` (the blog's text extractor, which drops the mask), every position of the
+        padded batch counts as a word: padded ones are zero features, projected like any other."""
+        return {"words": self.text_proj(tokens), "mask": mask if self.cfg.mask_padding else torch.ones_like(mask)}
 
 
 class FactorialModel(WordRegionModel):
@@ -122,6 +123,8 @@ class FactorialModel(WordRegionModel):
         if cfg.flow not in FLOWS or cfg.head not in HEADS:
             raise ValueError(f"flow must be one of {FLOWS} and head one of {HEADS}; got {cfg.flow!r}, {cfg.head!r}")
         self.attn = DecoupledAttention(cfg.dim, cfg.dim, cfg.dim, use_value=True)   # one head
+        if not cfg.value:                      # the blog's bug: `self.value` is defined, then never used
+            self.attn.value = nn.Identity()
         self.text_value = nn.Linear(cfg.dim, cfg.dim) if cfg.flow == "both" else None
 
     def word_vectors(self, words, mask, regions) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,15 +144,17 @@ class FactorialModel(WordRegionModel):
         text_t, image_t = self.word_vectors(txt["words"], txt["mask"], img["regions"])
         return head_scores(text_t, image_t, txt["mask"], self.cfg.head).t()
 
-    def mixed_pair(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Matched rows (image i with caption i) -> (B, D) pooled image vector, (B, D) pooled text vector."""
-        image, text = [], []
-        for i in range(len(img["regions"])):                   # pair by pair: all B x B pairs would be O(B²)
-            words, mask = txt["words"][i:i + 1], txt["mask"][i:i + 1]
-            text_t, image_t = self.word_vectors(words, mask, img["regions"][i:i + 1])      # (1, T or 1, 1, D)
-            image.append(masked_mean(image_t.expand_as(text_t)[:, :, 0], mask))
-            text.append(masked_mean(text_t[:, :, 0], mask))
-        return torch.cat(image), torch.cat(text)
+    def matched_vectors(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matched rows (image i with caption i) of a flow "both" model -> (B, D) image vector, (B, D) text
+        vector, pooled over real words: what `word_vectors` gives each pair, without the other pairs."""
+        if self.cfg.flow != "both":
+            raise ValueError(f"matched_vectors is for flow 'both' models; {self.cfg.name!r} has flow {self.cfg.flow!r}")
+        words, mask, regions = txt["words"], txt["mask"], img["regions"]          # (B, T, D), (B, T), (B, R, D)
+        logits = torch.einsum("btd,brd->btr", self.attn.query(words), self.attn.key(regions)) / self.attn.temperature
+        attended = torch.bmm(logits.softmax(-1), self.attn.value(regions))        # a_t: (B, T, D)
+        beta_bar = logits.masked_fill(~mask[..., None], float("-inf")).softmax(1).mean(-1)   # (B, T)
+        image = regions.mean(1) + torch.einsum("bt,btd->bd", beta_bar, self.text_value(words))
+        return image, masked_mean(words + attended, mask)
 
 
 def affinity(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -158,11 +163,6 @@ def affinity(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tenso
     (nt, t, d), (ni, r, _) = words.shape, regions.shape
     logits = attn.query(words).reshape(nt * t, d) @ attn.key(regions).reshape(ni * r, d).t()
     return (logits / attn.temperature).view(nt, t, ni, r)
-
-
-def attend(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """(Nt, T, D) words, (Ni, R, D) regions -> (Nt, T, Ni, D) a_t = Σ_r softmax_r(q·k/√d) v_r for every pair."""
-    return torch.einsum("ntmr,mrd->ntmd", affinity(attn, words, regions).softmax(-1), attn.value(regions))
 
 
 def head_scores(text_t: torch.Tensor, image_t: torch.Tensor, mask: torch.Tensor, head: str) -> torch.Tensor:
@@ -195,50 +195,82 @@ def blog_scores(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Te
     return F.cosine_similarity(words[:, :, None], attended, dim=-1).mean(1)
 
 
-class DecoupledPlusModel(RetrievalModel):
-    """Shared + private subspaces per modality; decoupled scoring on the shared parts."""
+# ----------------------------------------------------------------------------- 08's variants of `decoupled`
+
+class RawRegionsModel(FactorialModel):
+    """`decoupled` with keys and values computed from the backbone's raw regions (C = 1280) rather than
+    from the course's projected regions (Linear + LayerNorm to `dim`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
-        d, p = cfg.dim, cfg.private_dim
-        self.image_shared, self.image_private = _proj(cfg.image_dim, d), _proj(cfg.image_dim, p)
-        self.text_shared, self.text_private = _proj(cfg.text_dim, d), _proj(cfg.text_dim, p)
-        self.attn = DecoupledAttention(d, d, d)
-        self.decoder_image = nn.Linear(d + p, cfg.image_dim)
-        self.decoder_text = nn.Linear(d + p, cfg.text_dim)
+        self.image_proj = None
+        self.attn = DecoupledAttention(cfg.dim, cfg.image_dim, cfg.dim, use_value=True)
 
     def encode_images(self, regions, pooled):
-        return {"regions": self.image_shared(regions), "private": self.image_private(regions), "input": regions}
+        return {"regions": regions}
 
-    def encode_texts(self, tokens, mask, pooled):
-        return {"words": self.text_shared(tokens), "private": self.text_private(tokens), "mask": mask,
-                "input": tokens}
 
-    def score(self, img, txt):
-        words, mask, regions = txt["words"], txt["mask"], img["regions"]
-        return head_scores(words[:, :, None], attend(self.attn, words, regions), mask, "words").t()
+class LocalConsistencyModel(FactorialModel):
+    """`decoupled` + aux_weight x (1 - cos) between the projected vectors of neighbouring regions (right and
+    below on the square grid of regions): the reader's "image local consistency"."""
 
     def extra_losses(self, img, txt):
-        mask = txt["mask"]
-        diff = difference_loss(img["regions"].mean(1), img["private"].mean(1)) + \
-            difference_loss(txt["words"][mask], txt["private"][mask])
-        rec_img = self.decoder_image(torch.cat([img["regions"], img["private"]], -1))
-        rec_txt = self.decoder_text(torch.cat([txt["words"], txt["private"]], -1))[mask]
-        recon = reconstruction_loss(rec_img, img["input"]) + reconstruction_loss(rec_txt, txt["input"][mask])
-        return {"difference": self.cfg.diff_weight * diff, "reconstruction": self.cfg.recon_weight * recon}
-
-    def shared_private_correlation(self, img: dict, txt: dict) -> dict[str, float]:
-        """Mean |cosine| between shared and private directions per modality (0 = orthogonal)."""
-        out = {}
-        for name, s, p in [("image", img["regions"].mean(1), img["private"].mean(1)),
-                           ("text", txt["words"][txt["mask"]], txt["private"][txt["mask"]])]:
-            s = F.normalize(s - s.mean(0), dim=0)
-            p = F.normalize(p - p.mean(0), dim=0)
-            out[name] = float((s.t() @ p).abs().mean())
-        return out
+        return {"local_consistency": self.cfg.aux_weight * local_consistency_loss(img["regions"])}
 
 
-# name -> (class, its ModelConfig presets)
+class WordDiversityModel(FactorialModel):
+    """`decoupled` + aux_weight x the mean cosine between different real words of a caption: the reader's
+    "text semantic diversity"."""
+
+    def extra_losses(self, img, txt):
+        return {"word_diversity": self.cfg.aux_weight * word_diversity_loss(txt["words"], txt["mask"])}
+
+
+class MaskedReconstructionModel(FactorialModel):
+    """`decoupled` + aux_weight x masked reconstruction through cross-attention, for matched pairs:
+    MASK_RATIO of the regions are hidden and rebuilt (their raw features) from the caption's words,
+    and MASK_RATIO of the words from the image's regions. A hidden position asks with a learned mask
+    vector plus its position; only the other modality answers. Scoring is `decoupled`'s, unchanged."""
+
+    def __init__(self, cfg: ModelConfig, n_regions: int = 49, max_words: int = TEXT_MAX_LENGTH):
+        super().__init__(cfg)
+        d = cfg.dim
+        self.region_query = nn.Parameter(torch.randn(n_regions, d) * 0.02)      # mask vector + position
+        self.word_query = nn.Parameter(torch.randn(max_words, d) * 0.02)
+        self.from_words = DecoupledAttention(d, d, d)
+        self.from_regions = DecoupledAttention(d, d, d)
+        self.decoder_image = nn.Linear(d, cfg.image_dim)
+        self.decoder_text = nn.Linear(d, cfg.text_dim)
+
+    def encode_images(self, regions, pooled):
+        return {"regions": self.image_proj(regions), "input": regions}
+
+    def encode_texts(self, tokens, mask, pooled):
+        return {"words": self.text_proj(tokens), "mask": mask, "input": tokens}
+
+    def rebuild(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matched rows -> (B, R, C_image) every region rebuilt from the caption's real words alone,
+        (B, T, C_text) every word position rebuilt from the image's regions alone."""
+        words, mask, regions = txt["words"], txt["mask"], img["regions"]
+        (b, r, _), t = regions.shape, words.shape[1]
+        q_r = self.region_query[:r].expand(b, -1, -1)
+        q_w = self.word_query[:t].expand(b, -1, -1)
+        return (self.decoder_image(self.from_words(q_r, words, image_mask=mask)[0]),
+                self.decoder_text(self.from_regions(q_w, regions)[0]))
+
+    def extra_losses(self, img, txt):
+        (b, r), mask = img["regions"].shape[:2], txt["mask"]
+        hide_regions = torch.rand(b, r, device=mask.device) < MASK_RATIO
+        hide_words = (torch.rand(mask.shape, device=mask.device) < MASK_RATIO) & mask
+        rebuilt_regions, rebuilt_words = self.rebuild(img, txt)
+        loss = masked_reconstruction_loss(rebuilt_regions, img["input"], hide_regions) + \
+            masked_reconstruction_loss(rebuilt_words, txt["input"], hide_words)
+        return {"masked_reconstruction": self.cfg.aux_weight * loss}
+
+
+# ----------------------------------------------------------------------------- the registry
+
+# name -> (class, its ModelConfig presets). 08's variants are `decoupled` (the class defaults) plus one change.
 MODELS = {
     "dual": (FactorialModel, dict(flow="none", head="pooled")),
     "dual_words": (FactorialModel, dict(flow="none", head="words")),
@@ -246,19 +278,21 @@ MODELS = {
     "decoupled": (FactorialModel, dict(flow="text_to_image", head="words")),
     "joint": (FactorialModel, dict(flow="both", head="pooled")),
     "joint_words": (FactorialModel, dict(flow="both", head="words")),
-    "blog": (BlogModel, {}),
-    "decoupled_plus": (DecoupledPlusModel, dict(flow="text_to_image", head="words")),
+    "blog": (BlogModel, dict(value=False, mask_padding=False)),
+    "no_value": (FactorialModel, dict(value=False)),
+    "counts_padding": (FactorialModel, dict(mask_padding=False)),
+    "raw_regions": (RawRegionsModel, {}),
+    "local_consistency": (LocalConsistencyModel, {}),
+    "word_diversity": (WordDiversityModel, {}),
+    "masked_reconstruction": (MaskedReconstructionModel, {}),
 }
 
 
 def build_model(name: str, **overrides) -> RetrievalModel:
     """Build one of `MODELS` by name; keyword arguments override `ModelConfig` fields."""
-    from .ablations import ABLATION_MODELS          # 08's one-change variants of `decoupled`
-
-    known = {**MODELS, **ABLATION_MODELS}
-    if name not in known:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(known)}")
-    cls, presets = known[name]
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    cls, presets = MODELS[name]
     return cls(ModelConfig(name=name, **{**presets, **overrides}))
 
 
@@ -266,34 +300,46 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# ----------------------------------------------------------------------------- scoring a whole split
+
 @torch.inference_mode()
 def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | torch.device = "cpu",
-              image_rows: torch.Tensor | None = None, caption_rows: torch.Tensor | None = None,
-              fast: bool = True) -> torch.Tensor:
+              image_rows: torch.Tensor | None = None, caption_rows: torch.Tensor | None = None) -> torch.Tensor:
     """Score images against captions of a FeatureSet -> (N_img, N_cap) float32 on the CPU.
 
-    All images and all captions by default, or the given rows. With `fast` (the default) the attention
-    models run the tiled, cache-sized versions in `helpers.fast_scoring` (same scores up to rounding).
-    Otherwise images are encoded once, and captions are encoded and scored by `model.score` in chunks
-    of `chunk`, sorted by length so each chunk pads little; memory per chunk ~ chunk * N_img * T * R floats.
+    All images and all captions by default, or the given rows. Images are encoded once; captions are
+    encoded and scored by `model.score` in chunks of `chunk`, sorted by length so each chunk pads little
+    (every chunk pads alike, to the longest caption of the set, for a model that counts padding);
+    memory per chunk ~ chunk * N_img * T * R floats.
     """
     model.eval().to(device)
     image_rows = torch.arange(features.n_images) if image_rows is None else torch.as_tensor(image_rows)
     caption_rows = torch.arange(features.n_captions) if caption_rows is None else torch.as_tensor(caption_rows)
-    if fast:
-        from .fast_scoring import fast_score_all
-
-        out = fast_score_all(model, features, device, image_rows, caption_rows)
-        if out is not None:
-            return out
     regions, pooled = features.image_batch(image_rows)
     img = model.encode_images(regions.to(device), pooled.to(device))
     order = features.lengths()[caption_rows].argsort()
     out = torch.empty(len(image_rows), len(caption_rows))
-    pad_to = int(features.lengths().max())          # the blog counts padding: pad every chunk alike
+    pad_to = int(features.lengths().max())
     for start in range(0, len(order), chunk):
         cols = order[start:start + chunk]
         tokens, mask, tpooled = features.text_batch(caption_rows[cols], pad_to=pad_to)
         txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
         out[:, cols] = model.score(img, txt).float().cpu()
     return out
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How scores are computed: `batch(model, img, txt)` -> (Ni, Nt) for a training batch, with gradients,
+    and `all(model, features, device=...)` -> (N_img, N_cap) for a whole split. `READABLE` is this module's
+    lines; `helpers.fast.scoring.FAST` gives the same scores up to float rounding, faster."""
+
+    batch: Callable
+    all: Callable
+
+
+def _readable_batch(model: RetrievalModel, img: dict, txt: dict) -> torch.Tensor:
+    return model.score(img, txt)
+
+
+READABLE = Scoring(batch=_readable_batch, all=score_all)

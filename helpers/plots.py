@@ -9,8 +9,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+from .encoders import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _credit(subset, image_id: int) -> str:
@@ -48,7 +47,8 @@ def credits_table(subset, image_ids) -> pd.DataFrame:
 
 def unnormalize(x: torch.Tensor) -> np.ndarray:
     """(3, H, W) ImageNet-normalised tensor -> (H, W, 3) array in [0, 1] for imshow."""
-    return (x * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1).permute(1, 2, 0).numpy()
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def compare_preprocessing(image, transforms: dict, width: float = 3.6):
@@ -69,7 +69,7 @@ def attention_maps(image, weights: torch.Tensor, words: list[str], grid: int = 7
     """(T, R) attention of each word over a grid×grid map, drawn over the 224×224 image the model saw.
 
     boxes: per word, None or (B, 4) COCO boxes (x, y, w, h) in the original image's pixels (for example
-    the instances of the category the word names, `interpret.word_boxes`), drawn in cyan.
+    the instances of the category the word names, `pointing.word_boxes`), drawn in cyan.
     """
     img = np.asarray(image.resize((224, 224)))
     sx, sy = 224 / image.width, 224 / image.height

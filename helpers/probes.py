@@ -1,10 +1,10 @@
-"""Unimodal probes: what a trained model's image and caption vectors still say on their own.
+"""Step 07, unimodal probes: what a trained model's image and caption vectors still say on their own.
 
 The blog claims decoupled attention keeps "unimodal performance". Here that is measured with one
 fixed protocol: a linear probe (standardise, one logistic regression per COCO category, mean
 average precision on the test split) on one vector per image and one per caption, for the raw
 frozen features and for each trained model. A second probe asks whether the two modalities stay
-apart at all (`modality_probe`), and `orthogonality` measures `decoupled_plus`'s shared/private split.
+apart at all (`modality_probe`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .data import mine_labels
-from .fast_scoring import mixed_pairs
 from .features import FeatureSet
 from .models import masked_mean
 
@@ -95,21 +94,22 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
     """-> image (N_img, D), text (N, D) for the captions at caption_rows (N,): one vector per image and
     per caption from a trained model (captions 'all', 'one' per image with `seed`, or rows).
 
-    Most models: mean over regions and masked mean over real words of the (shared) projections.
-    Models with flow "both" (joint, joint_words): their *mixed* pooled vectors, which depend on the
-    pair, so each image is mixed with its own first caption and each caption with its own image
-    (`models.FactorialModel.mixed_pair`, computed for a whole chunk of pairs at once by
-    `fast_scoring.mixed_pairs`; `mixed=False`: their projections before mixing, like decoupled's).
+    Most models: mean over regions and mean over real words of the projections (real words also for a
+    model that counts padding in its scores). Models with flow "both" (joint, joint_words): their *mixed*
+    pooled vectors, which depend on the pair, so each image is mixed with its own first caption and each
+    caption with its own image (`models.FactorialModel.matched_vectors`); `mixed=False`: their
+    projections before mixing, like decoupled's.
     """
     model.eval().to(device)
-    joint = getattr(model.cfg, "flow", None) == "both" and mixed
+    joint = model.cfg.flow == "both" and mixed
     captions = caption_rows(fs, captions, seed)
 
     def images(rows):
         return model.encode_images(*(t.to(device) for t in fs.image_batch(rows)))
 
     def texts(rows):
-        return model.encode_texts(*(t.to(device) for t in fs.text_batch(rows)))
+        tokens, mask, pooled = (t.to(device) for t in fs.text_batch(rows))
+        return {**model.encode_texts(tokens, mask, pooled), "mask": mask}
 
     image, regions = [], []
     for rows in torch.arange(fs.n_images).split(chunk):
@@ -120,7 +120,7 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
             image.append(_own_vectors(img).float().cpu())
     if joint:
         regions, firsts = torch.cat(regions), first_captions(fs)
-        image = [mixed_pairs(model, {"regions": regions[rows]}, texts(firsts[rows]))[0].float().cpu()
+        image = [model.matched_vectors({"regions": regions[rows]}, texts(firsts[rows]))[0].float().cpu()
                  for rows in torch.arange(fs.n_images).split(chunk)]
     text = torch.empty(len(captions), image[0].shape[1])
     order = fs.lengths()[captions].argsort()              # similar lengths together: little padding
@@ -128,7 +128,7 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
         rows = captions[pos]
         txt = texts(rows)
         if joint:
-            vec = mixed_pairs(model, {"regions": regions[fs.caption_image[rows]]}, txt)[1]
+            vec = model.matched_vectors({"regions": regions[fs.caption_image[rows]]}, txt)[1]
         else:
             vec = _own_vectors(txt)
         text[pos] = vec.float().cpu()
@@ -224,37 +224,3 @@ def modality_probe(image_train, text_train, image_test, text_test, seed: int = 0
     with threadpool_limits(1):
         clf = LogisticRegression(max_iter=1000, random_state=seed).fit(scaler.transform(xtr), ytr)
         return float(clf.score(scaler.transform(xte), yte))
-
-
-# ------------------------------------------------------------------------------ orthogonality
-
-@torch.inference_mode()
-def orthogonality(model, fs: FeatureSet, chunk: int = 256, seed: int = 0) -> dict[str, float]:
-    """decoupled_plus on a FeatureSet -> mean |correlation| between shared and private dimensions.
-
-    Keys image, text (`DecoupledPlusModel.shared_private_correlation` on mean-pooled image vectors
-    and on every real word), and image_shuffled, text_shuffled: the same with the private rows
-    permuted, i.e. the value that unrelated vectors of this many samples give (not exactly 0).
-    """
-    model.eval()
-    s_img, p_img, s_txt, p_txt = [], [], [], []
-    for rows in torch.arange(fs.n_images).split(chunk):
-        img = model.encode_images(*fs.image_batch(rows))
-        s_img.append(img["regions"].mean(1))
-        p_img.append(img["private"].mean(1))
-    for rows in torch.arange(fs.n_captions).split(chunk):
-        txt = model.encode_texts(*fs.text_batch(rows))
-        s_txt.append(txt["words"][txt["mask"]])
-        p_txt.append(txt["private"][txt["mask"]])
-    s_img, p_img, s_txt, p_txt = map(torch.cat, (s_img, p_img, s_txt, p_txt))
-
-    def corr(si, pi, st, pt):     # pooled vectors as one "region" each, words as one-token captions
-        ones = torch.ones(len(st), 1, dtype=torch.bool)
-        return model.shared_private_correlation({"regions": si[:, None], "private": pi[:, None]},
-                                                {"words": st[:, None], "private": pt[:, None], "mask": ones})
-
-    g = torch.Generator().manual_seed(seed)
-    out = corr(s_img, p_img, s_txt, p_txt)
-    shuffled = corr(s_img, p_img[torch.randperm(len(p_img), generator=g)],
-                    s_txt, p_txt[torch.randperm(len(p_txt), generator=g)])
-    return {**out, **{f"{k}_shuffled": v for k, v in shuffled.items()}}

@@ -1,23 +1,21 @@
-"""One training loop for every retrieval model: data order, loss, schedule, early stopping.
+"""Step 05: one training loop for every retrieval model: data order, loss, schedule, early stopping.
 
 `train(cfg, train_fs, val_fs, run_dir)` trains `models.build_model(cfg.model)` on cached features,
-validates every epoch and keeps `last.pt` / `best.pt` in `run_dir`. Calling it again on the same
-`run_dir` resumes an interrupted run, or returns a finished one without training.
+validates every epoch and keeps `last.pt` / `best.pt` in `run_dir` (written by `checkpoints`). Called
+again on the same `run_dir`, it resumes an interrupted run, or returns a finished one without training.
 
-What a learner reads is here: `ContrastiveStep` (encode, score the (B, B) batch, the loss), `lr_factor`,
-`_train_epoch` and `_train`. Two jobs live apart: `checkpoints` (writing and resuming run folders) and
-`distributed` (the same update on several processes under `torchrun`).
+Read it top down: `TrainConfig` (everything that defines a run; its defaults are the course's CPU recipe),
+`epoch_order` and `local_batch` (the data), `ContrastiveStep` (encode, score the (B, B) batch, the loss),
+`lr_factor` (the schedule), `train_epoch` (one pass over the data), `finished` (early stopping), `train`.
 
-Command line (`--synthetic N` trains on random features, for tests and demos):
-    python -m helpers.train --model decoupled --epochs 3 --batch-size 32 --run-dir runs/x
-    torchrun --standalone --nproc_per_node 2 -m helpers.train ... (same arguments)
+Two things come from outside, with readable defaults. `scoring` says how scores are computed:
+`models.READABLE` by default; the course's pipeline passes `helpers.fast.scoring.FAST`, the same scores
+faster. `process` says where this process stands: one process by default; under `torchrun`,
+`helpers.fast.distributed` gives each rank one that gathers the batch and averages the gradients.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -31,26 +29,27 @@ from tqdm.auto import tqdm
 
 from . import losses, metrics, models
 from .checkpoints import load_checkpoint, resume_state, rng_state, save_epoch, set_rng_state
-from .fast_scoring import batch_scores
-from .config import course_device, seed_everything
-from .distributed import Distributed, broadcast_best_epoch, finish, gather_encodings, setup_distributed
-from .features import FeatureSet, synthetic_featureset
+from .config import PATHS, course_device, get_device, seed_everything
+from .features import FeatureSet, subsample
 
 MAX_LOGIT_SCALE = math.log(100.0)   # CLIP's cap on the learned inverse temperature
-VAL_METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "rsum")
 LOSSES = ("infonce", "vse", "pointwise")
+IMAGE_FEATURES = ("regions", "imagenet_logits")
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; defaults fit a 2-core CPU."""
+    """Everything that defines a training run; the defaults are the course's CPU recipe (2 cores).
+
+    The course's pipeline builds these (`helpers.pipeline.recipes.train_config`: the budget, and the
+    learning rate and temperature its search chose per model) and names each run's folder after one.
+    """
 
     model: str = "decoupled"                              # a key of `models.MODELS`
     model_overrides: dict = field(default_factory=dict)   # `models.ModelConfig` fields, e.g. {"dim": 64}
-    epochs: int = 8                # the most epochs; training stops earlier after `patience` epochs without progress
-    patience: int = 0              # early stopping: stop when validation rsum has not improved for this many
-                                   # epochs (0: never stop early)
-    batch_size: int = 128          # global batch: split over the processes under torchrun
+    epochs: int = 20               # the most epochs (the schedule spans them); early stopping may end sooner
+    patience: int = 3              # stop when validation rsum has not improved for this many epochs (0: never)
+    batch_size: int = 64           # global batch: split over the processes under torchrun
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.1   # linear warm-up over this share of the steps, then cosine to 0
@@ -61,17 +60,23 @@ class TrainConfig:
     device: str = field(default_factory=course_device)   # "cpu" unless COURSE_DEVICE says otherwise
     amp: bool = True               # bf16 autocast; only takes effect on CUDA
     progress: bool = True
-    init_from: str = ""            # a state dict of pre-trained weights (some of the model's) the run starts from
+    init_from: str = ""            # pre-trained weights (some of the model's) to start from; relative to runs/
+    train_fraction: float = 1.0    # train on this share of the training images (`features.subsample`)
+    image_features: str = "regions"   # or "imagenet_logits": the blog's 1000 logits (`features.logits_features`)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.image_features not in IMAGE_FEATURES:
+            raise ValueError(f"image_features must be one of {IMAGE_FEATURES}, got {self.image_features!r}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
 
 
 @dataclass
@@ -79,7 +84,7 @@ class TrainResult:
     """A trained model (best validation weights, eval mode), its per-epoch history, the best epoch.
 
     history columns: epoch (1-based), step (optimiser steps so far), train_loss (mean over the
-    epoch, extra losses included), one column per extra loss (e.g. difference, reconstruction),
+    epoch, extra losses included), one column per extra loss (e.g. local_consistency),
     lr (of the epoch's last step), the validation i2t/t2i_R@1/5/10 and rsum (percent), seconds (the
     epoch's training and validation) and val_seconds (validation alone).
     """
@@ -88,6 +93,32 @@ class TrainResult:
     history: pd.DataFrame
     best: dict
     run_dir: Path | None = None
+
+
+@dataclass
+class Process:
+    """Where this process stands while it trains: here, the only process, on `device`.
+
+    `helpers.fast.distributed.Distributed` is the same for one rank of several under torchrun: there
+    `gather` all-gathers the batch's encodings, `wrap` averages gradients (DDP), `agree` sends rank 0's
+    best epoch to every rank and `barrier` waits for all of them.
+    """
+
+    device: torch.device
+    world: int = 1
+    rank: int = 0
+
+    def gather(self, encodings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return encodings
+
+    def wrap(self, step: nn.Module) -> nn.Module:
+        return step
+
+    def agree(self, best: dict) -> dict:
+        return best
+
+    def barrier(self) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------- data order
@@ -126,30 +157,28 @@ def local_batch(fs: FeatureSet, images: torch.Tensor, captions: torch.Tensor, ra
     return (*fs.image_batch(images[mine]), *fs.text_batch(captions[mine], pad_to=pad_to))
 
 
-# ----------------------------------------------------------------------------- loss
+# ----------------------------------------------------------------------------- loss and schedule
 
 class ContrastiveStep(nn.Module):
-    """Local share of a batch -> loss on the global (B, B) score matrix; the module DDP wraps."""
+    """A batch (this process's share) -> loss on the global (B, B) score matrix; the module DDP wraps."""
 
-    def __init__(self, model: models.RetrievalModel, loss: str, gather: bool = False):
+    def __init__(self, model: models.RetrievalModel, loss: str, scoring: models.Scoring = models.READABLE,
+                 process: Process | None = None):
         super().__init__()
-        self.model, self.loss, self.gather = model, loss, gather
+        self.model, self.loss, self.scoring = model, loss, scoring
+        self.process = process or Process(torch.device("cpu"))
 
     def forward(self, regions, pooled, tokens, mask, text_pooled) -> tuple[torch.Tensor, dict]:
         """(b, R, C), (b, C), (b, T, D), (b, T), (b, D) local tensors -> total loss, {part: loss}."""
-        img = self.model.encode_images(regions, pooled)
-        txt = self.model.encode_texts(tokens, mask, text_pooled)
-        if self.gather:
-            img, txt = gather_encodings(img), gather_encodings(txt)
-        scores = batch_scores(self.model, img, txt)                       # (B, B), diagonal = pairs:
-        if scores is None:                                                # the lean version of
-            scores = self.model.score(img, txt)                           # model.score, if it has one
+        img = self.process.gather(self.model.encode_images(regions, pooled))
+        txt = self.process.gather(self.model.encode_texts(tokens, mask, text_pooled))
+        scores = self.scoring.batch(self.model, img, txt).float()                 # (B, B), diagonal = pairs
         if self.loss == "infonce":
-            retrieval = losses.info_nce(scores.float(), self.model.logit_scale)
+            retrieval = losses.info_nce(scores, self.model.logit_scale)
         elif self.loss == "pointwise":
-            retrieval = losses.pointwise(scores.float(), self.model.logit_scale)
+            retrieval = losses.pointwise(scores, self.model.logit_scale)
         else:
-            retrieval = losses.vse_triplet(scores.float(), margin=0.2)
+            retrieval = losses.vse_triplet(scores, margin=0.2)
         extra = {k: v.float() for k, v in self.model.extra_losses(img, txt).items()}
         return retrieval + sum(extra.values()), extra
 
@@ -161,7 +190,14 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-# ----------------------------------------------------------------------------- model and configs
+def make_optimizer(cfg: TrainConfig, model: nn.Module, total_steps: int):
+    """AdamW over all parameters and its per-step schedule: linear warm-up, then cosine decay to 0."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_fraction * total_steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
+
+
+# ----------------------------------------------------------------------------- model and data of a run
 
 def model_overrides(cfg: TrainConfig, fs: FeatureSet) -> dict:
     """ModelConfig overrides: the feature sizes of `fs`, then `cfg.model_overrides`; mismatches raise."""
@@ -189,17 +225,26 @@ def make_model(cfg: TrainConfig, fs: FeatureSet) -> models.RetrievalModel:
 
 
 def start_from(model: nn.Module, path: str | Path) -> None:
-    """Load the pre-trained weights in `path` (a state dict covering some of `model`'s parameters) into
-    `model`; a name or shape `model` does not have is an error, not a silent skip."""
-    path = Path(path)
+    """Load the pre-trained weights in `path` (a state dict covering some of `model`'s parameters; a relative
+    path is inside runs/) into `model`; a name or shape `model` does not have is an error, not a silent skip."""
+    path = PATHS.runs / path
     if not path.is_file():
         raise FileNotFoundError(f"init_from={str(path)!r} does not exist; pre-train first "
-                                f"(`helpers.ablations.pretrain_projections`) or clear init_from")
+                                f"(`helpers.pretraining.pretrain_projections`) or clear init_from")
     weights, own = torch.load(path, map_location="cpu", weights_only=True), model.state_dict()
     wrong = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
     if wrong or not weights:
         raise ValueError(f"{path} does not fit model {type(model).__name__}: unknown or misshaped {wrong[:5]}")
     model.load_state_dict(weights, strict=False)
+
+
+def check_features(cfg: TrainConfig, fs: FeatureSet) -> None:
+    """Raise unless `fs` holds the image features `cfg.image_features` names (logits are one 1000-d region)."""
+    logits = fs.source.endswith("|imagenet-logits")
+    if logits != (cfg.image_features == "imagenet_logits"):
+        raise ValueError(f"the run asks for image_features={cfg.image_features!r} but was given "
+                         f"{'ImageNet logits' if logits else 'region features'}; pass "
+                         + ("features.logits_features(fs, classifier)" if not logits else "the course's features"))
 
 
 def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:
@@ -238,21 +283,22 @@ def load_result(run_dir: str | Path, device: torch.device | str = "cpu") -> Trai
 
 # ----------------------------------------------------------------------------- training
 
-def validate(model: models.RetrievalModel, val_fs: FeatureSet, device) -> dict:
+def validate(model: models.RetrievalModel, val_fs: FeatureSet, device,
+             scoring: models.Scoring = models.READABLE) -> dict:
     """Recall@1/5/10 both ways and rsum (percent) of `model` on `val_fs`."""
-    table = metrics.recall_table(models.score_all(model, val_fs, device=device), val_fs.caption_image)
+    table = metrics.recall_table(scoring.all(model, val_fs, device=device), val_fs.caption_image)
     model.train()
-    return {k: table[k] for k in VAL_METRICS}
+    return {k: table[k] for k in metrics.METRICS}
 
 
-def _train_epoch(step_fn: nn.Module, model, optimizer, scheduler, cfg: TrainConfig, fs: FeatureSet,
-                 epoch: int, step: int, ctx: Distributed, bar, on_step) -> tuple[dict, int]:
+def train_epoch(step_fn: nn.Module, model, optimizer, scheduler, cfg: TrainConfig, fs: FeatureSet,
+                epoch: int, step: int, process: Process, bar, on_step=None) -> tuple[dict, int]:
     """One pass over the shuffled training images -> {train_loss, extra parts..., lr} means, last step."""
-    amp = cfg.amp and ctx.device.type == "cuda"
+    amp = cfg.amp and process.device.type == "cuda"
     sums, n, lr = {}, 0, 0.0
     for images, captions in global_batches(*epoch_order(fs.caption_image, fs.n_images, cfg.seed, epoch),
                                            cfg.batch_size):
-        batch = [t.to(ctx.device) for t in local_batch(fs, images, captions, ctx.rank, ctx.world)]
+        batch = [t.to(process.device) for t in local_batch(fs, images, captions, process.rank, process.world)]
         with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
             loss, parts = step_fn(*batch)
         optimizer.zero_grad(set_to_none=True)
@@ -274,27 +320,12 @@ def _train_epoch(step_fn: nn.Module, model, optimizer, scheduler, cfg: TrainConf
     return {**{k: float(v) / n for k, v in sums.items()}, "lr": lr}, step
 
 
-def train(cfg: TrainConfig, train_fs: FeatureSet, val_fs: FeatureSet, run_dir: str | Path,
-          on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train (or resume, or reuse) the run in `run_dir`; -> best model, per-epoch history, best epoch.
-
-    `on_step(step)` is called after every optimiser step (1-based global step count).
-    """
-    ctx = setup_distributed(cfg.device)
-    try:
-        return _train(cfg, train_fs, val_fs, Path(run_dir), on_step, ctx)
-    finally:
-        finish(ctx)
+def finished(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
+    """After `epoch` epochs with the best validation at `best_epoch`: is the run over?"""
+    return epoch >= cfg.epochs or (cfg.patience > 0 and epoch - best_epoch >= cfg.patience)
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module, total_steps: int):
-    """AdamW over all parameters and its per-step schedule: linear warm-up, then cosine decay to 0."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = int(cfg.warmup_fraction * total_steps)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
-
-
-def _steps_per_epoch(cfg: TrainConfig, fs: FeatureSet, world: int) -> int:
+def steps_per_epoch(cfg: TrainConfig, fs: FeatureSet, world: int) -> int:
     """Full global batches per epoch; ValueError if the batch cannot be split or filled."""
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes")
@@ -303,15 +334,25 @@ def _steps_per_epoch(cfg: TrainConfig, fs: FeatureSet, world: int) -> int:
     return fs.n_images // cfg.batch_size
 
 
-def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> TrainResult:
-    total = cfg.epochs * _steps_per_epoch(cfg, train_fs, ctx.world)
-    model = make_model(cfg, train_fs).to(ctx.device)
+def train(cfg: TrainConfig, train_fs: FeatureSet, val_fs: FeatureSet, run_dir: str | Path,
+          scoring: models.Scoring = models.READABLE, process: Process | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train (or resume, or reuse) the run in `run_dir`; -> best model, per-epoch history, best epoch.
+
+    `on_step(step)` is called after every optimiser step (1-based global step count).
+    """
+    run_dir, process = Path(run_dir), process or Process(get_device(cfg.device))
+    check_features(cfg, train_fs)
+    if cfg.train_fraction < 1:
+        train_fs = subsample(train_fs, cfg.train_fraction)
+    total = cfg.epochs * steps_per_epoch(cfg, train_fs, process.world)
+    model = make_model(cfg, train_fs).to(process.device)
     configs = {"train_config": asdict(cfg), "model_config": model.config_dict(),
                "data": data_summary(train_fs, val_fs)}
     defaults = {"train_config": asdict(TrainConfig(device="cpu")), "model_config": asdict(models.ModelConfig())}
     state = resume_state(run_dir, configs, defaults)
     if state is not None and finished(cfg, state["epoch"], state["best"]["epoch"]):
-        return load_result(run_dir, ctx.device)          # finished earlier: reuse, no training
+        return load_result(run_dir, process.device)      # finished earlier: reuse, no training
     optimizer, scheduler = make_optimizer(cfg, model, total)
     done, step, history, best = 0, 0, [], {"epoch": 0, "rsum": float("-inf")}
     if state is not None:
@@ -321,86 +362,25 @@ def _train(cfg, train_fs, val_fs, run_dir: Path, on_step, ctx: Distributed) -> T
         set_rng_state(state["rng"])
         done, step, history, best = state["epoch"], state["step"], list(state["history"]), dict(state["best"])
 
-    step_fn = ContrastiveStep(model, cfg.loss, gather=ctx.world > 1)
-    if ctx.world > 1:
-        step_fn = nn.parallel.DistributedDataParallel(
-            step_fn, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    step_fn = process.wrap(ContrastiveStep(model, cfg.loss, scoring, process))
     model.train()
-    with tqdm(total=total, initial=step, disable=not cfg.progress or ctx.rank != 0,
+    with tqdm(total=total, initial=step, disable=not cfg.progress or process.rank != 0,
               desc=f"{cfg.model} {run_dir.name}") as bar:
         for epoch in range(done + 1, cfg.epochs + 1):
             if finished(cfg, epoch - 1, best["epoch"]):
                 break
             start = time.perf_counter()
-            row, step = _train_epoch(step_fn, model, optimizer, scheduler, cfg, train_fs, epoch, step,
-                                     ctx, bar, on_step)
-            if ctx.rank == 0:                            # the others wait at the barrier
+            row, step = train_epoch(step_fn, model, optimizer, scheduler, cfg, train_fs, epoch, step,
+                                    process, bar, on_step)
+            if process.rank == 0:                        # the others wait at the barrier
                 trained = time.perf_counter()
-                row = {"epoch": epoch, "step": step, **row, **validate(model, val_fs, ctx.device),
+                row = {"epoch": epoch, "step": step, **row, **validate(model, val_fs, process.device, scoring),
                        "seconds": time.perf_counter() - start, "val_seconds": time.perf_counter() - trained}
                 history.append(row)
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
                          "step": step, "history": history, **configs}
                 best = save_epoch(run_dir, state, best)
-            best = broadcast_best_epoch(best, ctx)       # every rank must stop at the same epoch
-            ctx.barrier()
-    return load_result(run_dir, ctx.device)
-
-
-def finished(cfg: TrainConfig, epoch: int, best_epoch: int) -> bool:
-    """After `epoch` epochs with the best validation at `best_epoch`: is the run over?"""
-    return epoch >= cfg.epochs or (cfg.patience > 0 and epoch - best_epoch >= cfg.patience)
-
-
-# ----------------------------------------------------------------------------- command line
-
-SYNTHETIC_SHAPE = {"image_dim": 32, "text_dim": 24, "regions": 9}   # small enough for a CPU test
-
-
-def synthetic_split(n_images: int, val_fraction: float = 0.25, seed: int = 0,
-                    **shape) -> tuple[FeatureSet, FeatureSet]:
-    """A synthetic FeatureSet of `n_images` split into train and val images (the last `val_fraction`)."""
-    fs = synthetic_featureset(n_images=n_images, seed=seed, **{**SYNTHETIC_SHAPE, **shape})
-    n_val = max(1, round(val_fraction * n_images))
-    if n_val >= n_images:
-        raise ValueError(f"n_images={n_images} leaves no training images; use at least 2")
-    return fs.select_images(torch.arange(n_images - n_val)), fs.select_images(torch.arange(n_images - n_val, n_images))
-
-
-def main(argv: list[str] | None = None) -> TrainResult:
-    """`python -m helpers.train ...`: train one model on the course's features (or synthetic ones)."""
-    p = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=TrainConfig.model, choices=sorted(models.MODELS))
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="global batch")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping (0: off)")
-    p.add_argument("--loss", default=TrainConfig.loss, choices=["infonce", "vse"])
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--device", default=course_device(), help="cpu (default, or COURSE_DEVICE), cuda or auto")
-    p.add_argument("--model-overrides", type=json.loads, default={}, help='JSON, e.g. \'{"dim": 32}\'')
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--synthetic", type=int, metavar="N_IMAGES", help="train on N random images instead")
-    p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    cfg = TrainConfig(model=a.model, model_overrides=a.model_overrides, epochs=a.epochs,
-                      batch_size=a.batch_size, lr=a.lr, patience=a.patience, loss=a.loss, seed=a.seed, device=a.device,
-                      amp=not a.no_amp, progress=not a.no_progress)
-    if a.synthetic:
-        train_fs, val_fs = synthetic_split(a.synthetic)
-    else:
-        from .features import load_course_features   # lazy: reads the feature cache
-        feats = load_course_features()
-        train_fs, val_fs = feats["train"], feats["val"]
-    result = train(cfg, train_fs, val_fs, a.run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(result.history.round(4).to_string(index=False))
-        print(f"best epoch {result.best['epoch']} (val rsum {result.best['rsum']:.1f}); "
-              f"checkpoints in {a.run_dir}")
-    return result
-
-
-if __name__ == "__main__":
-    main()
+            best = process.agree(best)                   # every rank must stop at the same epoch
+            process.barrier()
+    return load_result(run_dir, process.device)

@@ -1,4 +1,5 @@
-"""Each of 08's variants does what its name says, and only that (helpers.ablations)."""
+"""Each of 08's variants does what its name says, and only that (helpers.models, losses, pretraining,
+pipeline.ablations)."""
 import dataclasses
 
 import numpy as np
@@ -7,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import ablations, fast_scoring, losses, models, train
+from helpers import features, losses, models, pretraining, train
+from helpers.fast import scoring
 from helpers.features import synthetic_featureset
+from helpers.pipeline import ablations, recipes, runs
 
 SHAPE = {"image_dim": 48, "text_dim": 24}
 
@@ -23,15 +26,17 @@ def batch(fs, n=6):
     return (*fs.image_batch(rows), *fs.text_batch(rows * 5))        # image i with its first caption
 
 
-@pytest.mark.parametrize("name", sorted(ablations.ABLATION_MODELS))
+VARIANT_MODELS = ("no_value", "counts_padding", "raw_regions", "local_consistency", "word_diversity", "masked_reconstruction")
+
+
+@pytest.mark.parametrize("name", VARIANT_MODELS)
 def test_fast_paths_equal_the_readable_scores(fs, name, one_thread):
     torch.manual_seed(0)
     model = models.build_model(name, dim=16, **SHAPE).eval()
-    torch.testing.assert_close(models.score_all(model, fs), models.score_all(model, fs, fast=False),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(scoring.score_all(model, fs), models.score_all(model, fs), atol=1e-5, rtol=0)
     regions, pooled, tokens, mask, tpooled = batch(fs)
     img, txt = model.encode_images(regions, pooled), model.encode_texts(tokens, mask, tpooled)
-    torch.testing.assert_close(fast_scoring.batch_scores(model, img, txt), model.score(img, txt), atol=1e-5, rtol=0)
+    torch.testing.assert_close(scoring.batch_scores(model, img, txt), model.score(img, txt), atol=1e-5, rtol=0)
 
 
 def test_no_value_attends_over_the_regions_themselves(fs):
@@ -65,35 +70,35 @@ def test_raw_regions_keys_and_values_read_the_backbone_features(fs):
 
 def test_local_consistency_is_zero_for_agreeing_neighbours_and_needs_a_square_grid():
     same = torch.randn(3, 1, 8).expand(3, 9, 8)
-    assert float(ablations.local_consistency_loss(same)) == pytest.approx(0, abs=1e-6)
-    assert float(ablations.local_consistency_loss(torch.randn(3, 9, 8))) > 0.5
+    assert float(losses.local_consistency_loss(same)) == pytest.approx(0, abs=1e-6)
+    assert float(losses.local_consistency_loss(torch.randn(3, 9, 8))) > 0.5
     checker = torch.tensor([1.0, -1.0]).repeat(5)[:9, None] * torch.ones(1, 9, 4)   # every neighbour opposite
-    assert float(ablations.local_consistency_loss(checker.view(1, 9, 4))) == pytest.approx(2)
+    assert float(losses.local_consistency_loss(checker.view(1, 9, 4))) == pytest.approx(2)
     with pytest.raises(ValueError, match="square grid"):
-        ablations.local_consistency_loss(torch.randn(1, 8, 4))
+        losses.local_consistency_loss(torch.randn(1, 8, 4))
 
 
 def test_word_diversity_counts_real_words_only():
     words = torch.eye(4)[None].repeat(2, 1, 1)                             # orthogonal words: 0
     mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
-    assert float(ablations.word_diversity_loss(words, mask)) == pytest.approx(0, abs=1e-6)
+    assert float(losses.word_diversity_loss(words, mask)) == pytest.approx(0, abs=1e-6)
     same = torch.ones(2, 4, 4)
-    assert float(ablations.word_diversity_loss(same, mask)) == pytest.approx(1)
+    assert float(losses.word_diversity_loss(same, mask)) == pytest.approx(1)
     padded = same.clone()
     padded[0, 3] = -1                                                      # a pad pointing away: ignored
-    assert float(ablations.word_diversity_loss(padded, mask)) == pytest.approx(1)
+    assert float(losses.word_diversity_loss(padded, mask)) == pytest.approx(1)
 
 
 def test_masked_reconstruction_is_zero_when_perfect_and_sees_only_hidden_positions():
     target = torch.randn(2, 5, 3)
     hidden = torch.tensor([[True, False, False, True, False], [False, False, True, False, False]])
-    assert float(ablations.masked_reconstruction_loss(target.clone(), target, hidden)) == 0
+    assert float(losses.masked_reconstruction_loss(target.clone(), target, hidden)) == 0
     rebuilt = target.clone()
     rebuilt[~hidden] += 10                                                 # visible positions: not scored
-    assert float(ablations.masked_reconstruction_loss(rebuilt, target, hidden)) == 0
+    assert float(losses.masked_reconstruction_loss(rebuilt, target, hidden)) == 0
     moved = target.clone()
     moved[hidden] += 1                                                     # hidden targets change: the loss does
-    assert float(ablations.masked_reconstruction_loss(target, moved, hidden)) == pytest.approx(1)
+    assert float(losses.masked_reconstruction_loss(target, moved, hidden)) == pytest.approx(1)
 
 
 def test_masked_reconstruction_model_rebuilds_each_modality_from_the_other_only(fs):
@@ -134,7 +139,7 @@ def test_pretraining_lowers_its_loss_and_the_run_starts_from_its_weights(fs, tmp
     one = synthetic_featureset(n_images=64, captions_per_image=1, regions=9, image_dim=48, text_dim=24, seed=5)
     torch.manual_seed(0)                       # one caption per image: no twin caption among the negatives
     model = models.build_model("decoupled", dim=16, **SHAPE)
-    history = ablations.pretrain_projections(model, one, epochs=6, batch_size=32, lr=3e-3)
+    history = pretraining.pretrain_projections(model, one, epochs=6, batch_size=32, lr=3e-3)
     assert history["image"][-1] < history["image"][0] and history["text"][-1] < history["text"][0]
     weights = {k: v for k, v in model.state_dict().items() if k.startswith(("image_proj", "text_proj"))}
     path = tmp_path / "pretrained.pt"
@@ -152,35 +157,36 @@ def test_two_views_keep_real_positions_only_and_at_least_one():
     mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        for view in ablations.two_views(torch.zeros(2, 4, 1), mask, 0.3, g):
+        for view in pretraining.two_views(torch.zeros(2, 4, 1), mask, 0.3, g):
             assert not (view & ~mask).any() and view.any(1).all()
 
 
 def test_logits_features_are_the_classifier_on_the_pooled_vector(fs):
     classifier = nn.Linear(48, 10)
-    out = ablations.logits_features(fs, classifier)
+    out = features.logits_features(fs, classifier)
     assert out.regions.shape == (fs.n_images, 1, 10)
     torch.testing.assert_close(out.regions[:, 0].float(), classifier(fs.pooled.float()).detach().half().float())
     assert torch.equal(out.tokens, fs.tokens) and out.source != fs.source
 
 
 def test_subsample_is_nested_and_keeps_captions_with_their_images(fs):
-    quarter, half = ablations.subsample(fs, 0.25), ablations.subsample(fs, 0.5)
+    quarter, half = features.subsample(fs, 0.25), features.subsample(fs, 0.5)
     assert (quarter.n_images, half.n_images) == (4, 8)
     assert set(quarter.image_ids.tolist()) <= set(half.image_ids.tolist())
     assert quarter.n_captions == 5 * quarter.n_images
     assert (quarter.image_ids[quarter.caption_image] == fs.image_ids[fs.caption_image][
         torch.isin(fs.caption_ids, quarter.caption_ids)]).all()
     with pytest.raises(ValueError):
-        ablations.subsample(fs, 0)
+        features.subsample(fs, 0)
 
 
 def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path):
-    train_fs, val_fs = train.synthetic_split(24)
+    train_fs, val_fs = features.synthetic_split(24)
     cfg = train.TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False)
     train.train(cfg, train_fs, val_fs, tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     del state["train_config"]["init_from"], state["model_config"]["aux_weight"]   # as an older course saved it
+    del state["train_config"]["train_fraction"], state["model_config"]["mask_padding"]
     torch.save(state, tmp_path / "last.pt")
     torch.save(state, tmp_path / "best.pt")
     train.train(cfg, train_fs, val_fs, tmp_path)                         # reused, not "another configuration"
@@ -190,19 +196,17 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path)
 def test_each_variant_changes_one_thing_of_the_baseline_configuration(variant):
     from dataclasses import asdict
 
-    from helpers import reproduce
-
-    base = asdict(reproduce.train_config("decoupled", "cpu", 1))
+    base = asdict(recipes.train_config("decoupled", "cpu", 1))
     weight = 1.0 if ablations.swept(variant) else None
-    changed = asdict(ablations.variant_config(variant, "cpu", 1, weight, init_from="x.pt" if variant == "pretrained" else ""))
+    changed = asdict(ablations.variant_config(variant, "cpu", 1, weight))
     diffs = {k for k in base if base[k] != changed[k]}
-    expected = {"model": {"model"}, "loss": {"loss"}, "pretrain": {"init_from"}, "features": set()}
-    change = ablations.VARIANTS[variant][2]
-    want = set().union(*(expected[k] for k in change))
+    want = set(ablations.VARIANTS[variant][2])
     if ablations.swept(variant):
         want |= {"model_overrides"}
         assert changed["model_overrides"] == {**base["model_overrides"], "aux_weight": 1.0}
     assert diffs == want, variant
+    if variant == "pretrained":
+        assert changed["init_from"] == ablations.pretrained_projections("cpu", 1)
     if ablations.swept(variant):
         with pytest.raises(ValueError, match="aux_weight"):
             ablations.variant_config(variant)
@@ -222,28 +226,25 @@ def test_saved_ranks_come_back_as_they_were(tmp_path):
         assert all(np.array_equal(a[k], b[k]) for a, b in zip(want, got) for k in ("img_rank", "cap_rank"))
 
 
-def test_the_runs_of_07_end_to_end_on_synthetic_features(tmp_path, monkeypatch, one_thread):
+def test_the_runs_of_08_end_to_end_on_synthetic_features(tmp_path, monkeypatch, one_thread):
     """Sweep, every variant, the data-scale curve and the tables, on tiny features with a 2-epoch budget."""
-    from helpers import reproduce, tuning
-    from helpers.features import synthetic_featureset
-
     fs = synthetic_featureset(n_images=48, regions=9, image_dim=48, text_dim=24, max_len=10, seed=6)
     feats = {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
              "test": fs.select_images(torch.arange(40, 48))}
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
-    monkeypatch.setitem(reproduce.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
-                                                       model_overrides={"dim": 16}))
-    monkeypatch.setattr(tuning, "chosen_setting", lambda model, budget: None)
+    monkeypatch.setenv("COURSE_WORKERS", "1")
+    monkeypatch.setitem(recipes.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
+                                                     model_overrides={"dim": 16}))
+    monkeypatch.setattr(recipes, "chosen_setting", lambda model, budget: None)
     monkeypatch.setattr(ablations, "AUX_WEIGHTS", (0.1, 1.0))
     monkeypatch.setattr(ablations, "SCALE_FRACTIONS", (0.5, 1.0))
-    monkeypatch.setattr(ablations, "imagenet_classifier", lambda: nn.Linear(48, 10))
+    monkeypatch.setattr(runs, "imagenet_classifier", lambda: nn.Linear(48, 10))
     table = pd.concat([ablations.sweep(v, feats) for v in ablations.VARIANTS if ablations.swept(v)])
     assert len(table) == 3 * 2 and (table["share of loss %"] > 0).all()
     variants, scale = ablations.all_ranks(feats, seeds=(0, 1), sweep_table=table)
     assert set(variants) == set(ablations.VARIANTS) and all(len(r) == 2 for r in variants.values())
-    assert (tmp_path / "07-pretrained-projections-cpu-seed1.pt").is_file()
-    baseline = [reproduce.rank_folder(reproduce.run_dir("decoupled", "cpu", s), feats["test"])
-                for s in (0, 1)]                                          # the 1.0 point is 06's run
+    assert (tmp_path / ablations.pretrained_projections("cpu", 1)).is_file()
+    baseline = [runs.rank_run(recipes.train_config("decoupled", "cpu", s), feats) for s in (0, 1)]   # 06's runs
     cap = feats["test"].caption_image
     t = ablations.ablation_table(variants, baseline, cap, n_boot=50)
     assert list(t.variant) == list(ablations.VARIANTS) and t.verdict.isin(
@@ -257,6 +258,7 @@ def test_the_runs_of_07_end_to_end_on_synthetic_features(tmp_path, monkeypatch, 
     assert len(log) == 3 * 2 + 10 * 2 - 3 + 3 * 2      # sweeps, variants (3 swept seed-0 runs shared), scale at 0.5
     assert (log.kind == "sweep + variant").sum() == 3 and set(log.kind) == {"sweep", "sweep + variant", "variant", "scale"}
     assert log.loc[log.kind == "scale", "fraction"].eq(0.5).all() and log.epochs.le(2).all()
+    assert set(log.loc[log.kind != "scale", "run"]) == set(ablations.VARIANTS)
 
 
 def test_the_imagenet_classifier_is_the_backbones_own_head():
@@ -265,7 +267,7 @@ def test_the_imagenet_classifier_is_the_backbones_own_head():
     encoder, _ = load_image_encoder()
     pooled = torch.randn(2, encoder.head.in_features)
     with torch.no_grad():
-        torch.testing.assert_close(ablations.imagenet_classifier()(pooled), encoder.classify(pooled))
+        torch.testing.assert_close(runs.imagenet_classifier()(pooled), encoder.classify(pooled))
 
 
 def _scale_runs(rng, means: dict):
@@ -299,12 +301,10 @@ def test_one_change_names_the_one_field_of_each_variant():
     assert t["no_value"] == "model = no_value" and t["loss_vse"] == "loss = vse"
     assert t["local_consistency"] == "model = local_consistency; model_overrides = {'aux_weight': 10.0}"
     assert t["word_diversity"].endswith("{'aux_weight': 0.1}") and t["pretrained"].startswith("init_from = ")
-    assert t["logits_features"].startswith("features = ")
+    assert t["logits_features"].startswith("image_features = ")
 
 
 def test_missing_committed_files_say_how_to_get_them(tmp_path, monkeypatch):
-    from helpers import tuning
-
-    monkeypatch.setattr(tuning, "SEARCH_DIR", tmp_path)
+    monkeypatch.setattr(ablations, "PATHS", type(ablations.PATHS)(root=tmp_path))
     with pytest.raises(FileNotFoundError, match="make ablations"):
         ablations.load_committed("cpu")

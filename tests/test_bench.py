@@ -1,7 +1,7 @@
-"""helpers.bench: the blog's loop calls the model as the blog does."""
+"""helpers.tools.bench: the blog's loop calls the model as the blog does."""
 import torch
 
-from helpers import bench
+from helpers.tools import bench
 
 
 class _Recorder(torch.nn.Module):

@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision import models
 
 from helpers import blog, encoders
+from helpers.fast import extraction
 from helpers.config import PATHS
 from helpers.encoders import (IMAGE_BACKBONES, aspect_transform, blog_transform, load_image_encoder, load_text_encoder,
                               resolve_image_backbone, resolve_text_model)
@@ -74,7 +75,7 @@ def test_resnet50_random_weights_shapes():
     with torch.no_grad():
         regions, pooled = enc(x)
         logits = enc.classify(pooled)
-        fast = enc.inference_copy()
+        fast = extraction.inference_copy(enc)
         folded, _ = fast(x)                                  # BatchNorm folded into the convs: same output
     torch.testing.assert_close(folded, regions, atol=1e-3, rtol=1e-3)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
@@ -100,7 +101,7 @@ def test_graph_copy_matches_eager_without_deprecation_noise(mobilenet):
     x = torch.randn(2, 3, 96, 96).contiguous(memory_format=torch.channels_last)   # any size: a 3x3 map
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # TorchScript's FutureWarnings are silenced
-        fused = enc.graph_copy(x)
+        fused = extraction.graph_copy(enc, x)
     assert isinstance(fused.body, torch.jit.ScriptModule) and fused.categories == enc.categories
     with torch.no_grad():
         (regions, pooled), (r0, p0) = fused(x), enc(x)

@@ -17,7 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import __main__ as cli, editions, exercise_solutions as solutions, exercises
+from helpers import __main__ as cli, exercises
+from helpers.exercises import solutions
+from helpers.tools import editions
 from helpers.config import PROJECT_ROOT
 from helpers.features import FeatureSet
 

@@ -1,8 +1,10 @@
-"""The tiled scoring (helpers.fast_scoring) gives the readable path's scores up to float rounding."""
+"""The fast scores (helpers.fast.scoring) are the readable ones (helpers.models) up to float rounding, in value
+and gradient, for every registered model."""
 import pytest
 import torch
 
-from helpers import fast_scoring, models
+from helpers import models
+from helpers.fast import scoring as fast_scoring
 from helpers.features import synthetic_featureset
 
 SHAPE = {"image_dim": 48, "text_dim": 24}
@@ -17,11 +19,11 @@ def fs():
 def test_tiled_scores_equal_the_readable_ones(fs, name, one_thread):
     torch.manual_seed(1)
     model = models.build_model(name, dim=16, **SHAPE).eval()
-    readable = models.score_all(model, fs, chunk=7, fast=False)
+    readable = models.score_all(model, fs, chunk=7)
     for word_tile, image_tile in [(20, 4), (2048, 8)]:               # tiles smaller and larger than the data
         fast_scoring.WORD_TILE, fast_scoring.IMAGE_TILE = word_tile, image_tile
         try:
-            tiled = models.score_all(model, fs)
+            tiled = fast_scoring.score_all(model, fs)
         finally:
             fast_scoring.WORD_TILE, fast_scoring.IMAGE_TILE = 2048, 8
         torch.testing.assert_close(tiled, readable, atol=1e-5, rtol=0)
@@ -30,8 +32,8 @@ def test_tiled_scores_equal_the_readable_ones(fs, name, one_thread):
 def test_tiled_scores_of_chosen_rows(fs, one_thread):
     model = models.build_model("decoupled", dim=16, **SHAPE).eval()
     images, captions = torch.tensor([3, 0, 7]), torch.tensor([10, 2, 2, 99])
-    full = models.score_all(model, fs, fast=False)
-    torch.testing.assert_close(models.score_all(model, fs, image_rows=images, caption_rows=captions),
+    full = models.score_all(model, fs)
+    torch.testing.assert_close(fast_scoring.score_all(model, fs, image_rows=images, caption_rows=captions),
                                full[images][:, captions], atol=1e-5, rtol=0)
 
 
@@ -41,7 +43,7 @@ def test_joint_survives_logits_too_spread_for_one_shared_exponential(fs, one_thr
     model = models.build_model("joint", dim=16, **SHAPE).eval()
     with torch.no_grad():
         model.attn.query.weight.mul_(200.0)
-    tiled, readable = models.score_all(model, fs), models.score_all(model, fs, fast=False)
+    tiled, readable = fast_scoring.score_all(model, fs), models.score_all(model, fs)
     assert torch.isfinite(tiled).all()
     torch.testing.assert_close(tiled, readable, atol=1e-4, rtol=0)
 
@@ -67,20 +69,33 @@ def test_segment_means_average_each_captions_own_rows():
     assert torch.equal(got, torch.stack([x[0], x[1:4].mean(0), x[4:].mean(0)]))
 
 
-@pytest.mark.parametrize("name", ["joint", "joint_words"])
-def test_mixed_pairs_equal_the_pair_by_pair_loop(fs, name, one_thread):
-    """Batched matched pairs = `mixed_pair`'s loop, with captions of different lengths padded together."""
-    torch.manual_seed(4)
-    model = models.build_model(name, dim=16, **SHAPE).eval()
-    rows = torch.tensor([0, 5, 9, 17, 29])
-    captions = torch.tensor([0, 16, 28, 52, 88])                       # any caption rows, lengths differ
-    img = model.encode_images(*fs.image_batch(rows))
-    txt = model.encode_texts(*fs.text_batch(captions))
-    assert txt["mask"].sum(1).unique().numel() > 1
-    with torch.no_grad():
-        loop = model.mixed_pair(img, txt)
-    fast = fast_scoring.mixed_pairs(model, img, txt)
-    for a, b in zip(fast, loop):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="flow 'both'"):
-        fast_scoring.mixed_pairs(models.build_model("decoupled", dim=16, **SHAPE), img, txt)
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_training_batch_scores_equal_the_models_scores_and_gradients(name, fs):
+    torch.manual_seed(0)
+    model = models.build_model(name, dim=16, **SHAPE)
+    batch = lambda: (model.encode_images(*fs.image_batch(torch.arange(5))),        # noqa: E731
+                     model.encode_texts(*fs.text_batch(torch.arange(0, 25, 5))))
+    lean, want = fast_scoring.batch_scores(model, *batch()), model.score(*batch())
+    torch.testing.assert_close(lean, want, atol=1e-5, rtol=0)
+    weight = model.text_proj[0].weight
+    g_want = torch.autograd.grad(want.square().sum(), weight)[0]
+    g_lean = torch.autograd.grad(fast_scoring.batch_scores(model, *batch()).square().sum(), weight)[0]
+    torch.testing.assert_close(g_lean, g_want, atol=1e-5, rtol=0)
+
+
+def test_the_fast_paths_read_the_models_settings_not_its_class(fs, one_thread):
+    """decoupled's class with the blog's two settings scores as the blog's setting says, and fails where the
+    padded protocol is not defined."""
+    torch.manual_seed(3)
+    model = models.build_model("decoupled", dim=16, mask_padding=False, **SHAPE).eval()
+    torch.testing.assert_close(fast_scoring.score_all(model, fs), models.score_all(model, fs), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="counting padding is scored here for text -> image, per-word"):
+        fast_scoring.score_all(models.build_model("joint", dim=16, mask_padding=False, **SHAPE), fs)
+
+
+def test_agreement_is_float_rounding_and_sees_a_wrong_fast_path(fs, monkeypatch, one_thread):
+    torch.manual_seed(5)
+    model = models.build_model("decoupled", dim=16, **SHAPE)
+    assert fast_scoring.agreement(model, fs) < 1e-5
+    monkeypatch.setattr(fast_scoring, "batch_scores", lambda model, img, txt: model.score(img, txt) + 0.01)
+    assert fast_scoring.agreement(model, fs) > 0.005

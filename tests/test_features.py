@@ -10,13 +10,14 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from helpers import extraction, feature_cache
+from helpers.fast import extraction
+from helpers.pipeline import feature_cache
 from helpers.config import PATHS
-from helpers.encoders import (Choice, ImageEncoder, aspect_transform, blog_transform, load_image_encoder,
+from helpers.encoders import (Choice, aspect_transform, blog_transform, load_image_encoder,
                               load_text_encoder)
-from helpers.extraction import extract_image_features, extract_text_features, pack
-from helpers.feature_cache import cache_file, cached_image_features, cached_text_features, image_cache_key
-from helpers.features import load_course_features
+from helpers.fast.extraction import extract_image_features, extract_text_features, pack
+from helpers.pipeline.feature_cache import (cache_file, cached_image_features, cached_text_features, image_cache_key,
+                                            load_course_features)
 
 CAPTIONS = ["A dog.", "Two dogs play with a red frisbee on the green grass near a wooden fence.",
             "A man riding a horse.", "Pizza.", "A kitchen with a stove, a sink and a window over the sink.",
@@ -127,7 +128,7 @@ def test_graph_and_eager_kernels_agree_and_the_last_batch_is_padded(subset, imag
 
 def test_a_graph_that_cannot_be_built_falls_back_to_eager_with_a_warning(subset, monkeypatch):
     enc = load_image_encoder("mobilenet_v2")[0]              # a fresh encoder: no graph kept on it yet
-    monkeypatch.setattr(ImageEncoder, "graph_copy", lambda self, x: (_ for _ in ()).throw(RuntimeError("no jit")))
+    monkeypatch.setattr(extraction, "graph_copy", lambda encoder, x: (_ for _ in ()).throw(RuntimeError("no jit")))
     ids = subset.image_ids[:2]
     with pytest.warns(UserWarning, match="no jit.*eager kernels instead"):
         regions, _ = extract_image_features(subset, ids, enc, blog_transform(), device="cpu", progress=False)
@@ -253,7 +254,7 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
         Path(filename).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("safetensors.torch.save_file", crash)
+    monkeypatch.setattr(feature_cache, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
         feature_cache.save_cache(tmp_path / "b.safetensors", {"t": torch.ones(3)}, key)
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]   # no b, no temp file

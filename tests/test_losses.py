@@ -31,16 +31,3 @@ def test_vse_triplet_hardest_negative_hand_computed():
 
 def test_vse_triplet_zero_when_margin_met():
     assert losses.vse_triplet(torch.eye(4), margin=0.2).item() == 0.0
-
-
-def test_difference_loss_zero_for_orthogonal_and_positive_for_equal():
-    # the loss compares feature *dimensions* across the batch: columns of S against columns of P
-    s = torch.tensor([[1.0, 0], [-1.0, 0], [0, 1.0], [0, -1.0]])   # columns [1,-1,0,0] and [0,0,1,-1]
-    p = torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])                # column [1,1,-1,-1]: orthogonal to both
-    assert losses.difference_loss(s, p).item() == pytest.approx(0.0, abs=1e-7)
-    # identical: rows are unit vectors e1,-e1,e2,-e2 -> (SᵀS) has 2 on the first two diagonal entries
-    assert losses.difference_loss(s, s).item() == pytest.approx((2**2 + 2**2) / 16)
-
-
-def test_reconstruction_loss_is_mse():
-    assert losses.reconstruction_loss(torch.zeros(2, 3), torch.ones(2, 3)).item() == 1.0

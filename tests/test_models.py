@@ -1,13 +1,12 @@
-"""The retrieval models: interface, the factorial's formulas, the blog's module, chunked all-pairs scoring."""
+"""The retrieval models: interface, the factorial's formulas, the blog's module, the registry, chunked all-pairs scoring."""
 import torch
 import pytest
 import torch.nn.functional as F
 
 from helpers.features import synthetic_featureset
-from helpers.fast_scoring import batch_scores
-from helpers.models import MODELS, build_model, score_all
+from helpers.models import MODELS, build_model, masked_mean, score_all
 
-SMALL = dict(image_dim=32, text_dim=24, dim=16, private_dim=8)
+SMALL = dict(image_dim=32, text_dim=24, dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_the_factorial_differs_in_one_thing_at_a_time():
     assert build_model("joint_words").cfg.flow == "both" and build_model("joint_words").cfg.head == "words"
 
 
-def test_padding_does_not_change_scores_except_for_the_blog(fs):
+def test_padding_does_not_change_scores_except_where_padding_counts(fs):
     torch.manual_seed(0)
     for name in MODELS:
         model = build_model(name, **SMALL).eval()
@@ -81,7 +80,7 @@ def test_padding_does_not_change_scores_except_for_the_blog(fs):
         with torch.no_grad():
             a = model.score(img, model.encode_texts(t1, m1, p1))
             b = model.score(img, model.encode_texts(t2, m2, p2))
-        if name == "blog":                                               # the blog's bug: pads count
+        if not model.cfg.mask_padding:                                   # the blog's bug: pads count
             assert not torch.allclose(a, b, atol=1e-4)
         else:
             assert torch.allclose(a, b, atol=1e-5), name
@@ -110,29 +109,43 @@ def test_blog_model_is_the_blogs_module_as_written(fs):
                 assert torch.allclose(got[m, n], want, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_lean_training_scores_equal_the_models_scores_and_gradients(name, fs):
+@pytest.mark.parametrize("name", ["local_consistency", "word_diversity", "masked_reconstruction"])
+def test_the_added_terms_are_each_models_own_losses(name, fs):
     torch.manual_seed(0)
-    model = build_model(name, **SMALL)
-    batch = lambda: (model.encode_images(*fs.image_batch(torch.arange(5))),        # noqa: E731
-                     model.encode_texts(*fs.text_batch(torch.arange(0, 25, 5))))
-    lean = batch_scores(model, *batch())
-    assert lean is not None                                                  # every model has a lean path
-    want = model.score(*batch())
-    assert torch.allclose(lean, want, atol=1e-5)
-    weight = model.text_proj[0].weight if hasattr(model, "text_proj") else model.text_shared[0].weight
-    g_want = torch.autograd.grad(want.square().sum(), weight)[0]
-    g_lean = torch.autograd.grad(batch_scores(model, *batch()).square().sum(), weight)[0]
-    assert torch.allclose(g_lean, g_want, atol=1e-5)
-
-
-def test_decoupled_plus_has_its_own_losses(fs):
-    model = build_model("decoupled_plus", **SMALL)
+    model = build_model(name, aux_weight=1.0, **SMALL)
     img = model.encode_images(*fs.image_batch(torch.arange(4)))
-    txt = model.encode_texts(*fs.text_batch(torch.arange(4)))
+    txt = model.encode_texts(*fs.text_batch(torch.arange(0, 20, 5)))
     extra = model.extra_losses(img, txt)
-    assert set(extra) == {"difference", "reconstruction"} and all(v.item() > 0 for v in extra.values())
-    assert model.scoring_parameters() < sum(p.numel() for p in model.parameters())
+    assert set(extra) == {name} and extra[name].item() > 0
+    assert build_model("decoupled", **SMALL).extra_losses(img, txt) == {}
+
+
+@pytest.mark.parametrize("name", ["joint", "joint_words"])
+def test_matched_vectors_are_each_pairs_own_word_vectors_pooled(name, fs):
+    """Matched pairs at once = `word_vectors` of each pair alone, pooled over its real words."""
+    torch.manual_seed(4)
+    model = build_model(name, **SMALL).eval()
+    img = model.encode_images(*fs.image_batch(torch.tensor([0, 2, 5])))
+    txt = model.encode_texts(*fs.text_batch(torch.tensor([0, 11, 27])))
+    assert txt["mask"].sum(1).unique().numel() > 1                          # captions of different lengths
+    with torch.no_grad():
+        image, text = model.matched_vectors(img, txt)
+        for i in range(3):
+            mask = txt["mask"][i:i + 1]
+            text_t, image_t = model.word_vectors(txt["words"][i:i + 1], mask, img["regions"][i:i + 1])
+            torch.testing.assert_close(image[i], masked_mean(image_t.expand_as(text_t)[:, :, 0], mask)[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(text[i], masked_mean(text_t[:, :, 0], mask)[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="flow 'both'"):
+        build_model("decoupled", **SMALL).matched_vectors(img, txt)
+
+
+def test_the_registry_builds_every_model_with_its_settings():
+    for name, (cls, presets) in MODELS.items():
+        model = build_model(name, **SMALL)
+        assert type(model) is cls and model.cfg.name == name
+        assert all(getattr(model.cfg, k) == v for k, v in presets.items()), name
+    assert build_model("no_value").cfg.value is False and build_model("counts_padding").cfg.mask_padding is False
+    assert build_model("blog").cfg.value is False and build_model("blog").cfg.mask_padding is False
 
 
 def test_unknown_model_name():

@@ -9,7 +9,7 @@ from helpers import probes
 from helpers.features import synthetic_featureset
 from helpers.models import MODELS, build_model
 
-SMALL = dict(image_dim=32, text_dim=24, dim=16, private_dim=8)
+SMALL = dict(image_dim=32, text_dim=24, dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_modality_probe_separated_clouds_and_identical_ones():
     assert abs(probes.modality_probe(a[:300], b[:300], a[300:], b[300:]) - 0.5) < 0.08
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "raw_regions"])   # its regions stay 1280-d
 def test_representations_give_one_vector_per_image_and_caption(name, fs):
     torch.manual_seed(0)
     model = build_model(name, **SMALL)
@@ -79,7 +79,6 @@ def test_joint_mixed_vectors_reproduce_the_score_diagonal(fs):
     assert torch.allclose(cos, full.diagonal(), atol=1e-5)
     unmixed = probes.representations(model, fs, mixed=False)
     assert not torch.allclose(unmixed["image"], reps["image"], atol=1e-3)
-
 
 
 def test_one_caption_per_image_is_fixed_and_belongs_to_the_image(fs):
@@ -124,11 +123,14 @@ def test_probe_table_rows_in_order(fs):
         probes.raw_representations(fs, "some")
 
 
-def test_orthogonality_reports_both_modalities_and_a_shuffled_reference(fs):
+def test_text_vectors_average_real_words_even_for_a_model_that_counts_padding(fs):
+    """The blog's scores count padding; its probed caption vector is still the mean of its real words."""
     torch.manual_seed(0)
-    out = probes.orthogonality(build_model("decoupled_plus", **SMALL), fs)
-    assert set(out) == {"image", "text", "image_shuffled", "text_shuffled"}
-    assert all(0 <= v <= 1 for v in out.values())
+    model = build_model("blog", **SMALL).eval()
+    reps = probes.representations(model, fs, chunk=4)                 # captions of several lengths per chunk
+    tokens = fs.tokens[fs.offsets[7]:fs.offsets[8]].float()
+    with torch.no_grad():
+        torch.testing.assert_close(reps["text"][7], model.text_proj(tokens).mean(0), atol=1e-5, rtol=0)
 
 
 def test_same_size_controls_have_the_models_width_and_are_fitted_on_train(fs):

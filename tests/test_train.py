@@ -11,17 +11,19 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import checkpoints
+from helpers import checkpoints, metrics
 from helpers import train as T
+from helpers.__main__ import main as command_line
 from helpers.config import PROJECT_ROOT
+from helpers.features import synthetic_split
 
-TINY = {"dim": 16, "private_dim": 8}
+TINY = {"dim": 16}
 N_IMAGES = 48                        # synthetic_split -> 36 train, 12 val images, 5 captions each
 
 
 @pytest.fixture(scope="module")
 def data():
-    return T.synthetic_split(N_IMAGES)
+    return synthetic_split(N_IMAGES)
 
 
 def tiny_config(**kw) -> T.TrainConfig:
@@ -118,10 +120,10 @@ def test_training_lowers_the_loss_and_raises_val_rsum(model, data, tmp_path):
     assert (tmp_path / "history.csv").exists() and (tmp_path / "config.json").exists()
 
 
-def test_decoupled_plus_logs_its_extra_losses_and_vse_keeps_the_temperature(data, tmp_path):
-    cfg = tiny_config(model="decoupled_plus", loss="vse", epochs=2)
+def test_an_added_term_is_logged_and_vse_keeps_the_temperature(data, tmp_path):
+    cfg = tiny_config(model="local_consistency", model_overrides={**TINY, "aux_weight": 1.0}, loss="vse", epochs=2)
     result = T.train(cfg, *data, tmp_path)
-    assert {"difference", "reconstruction"} <= set(result.history.columns)
+    assert "local_consistency" in result.history.columns and (result.history.local_consistency > 0).all()
     start = T.make_model(cfg, data[0]).logit_scale
     assert result.model.logit_scale.item() == pytest.approx(start.item())   # VSE++ uses no temperature
 
@@ -178,8 +180,9 @@ def test_a_corrupt_checkpoint_gives_a_clear_error(finished_run, data, tmp_path, 
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from helpers import train as T
+    from helpers.features import synthetic_split
     cfg = T.TrainConfig(model_overrides={tiny}, epochs=3, batch_size=8, progress=False, device="cpu")
-    T.train(cfg, *T.synthetic_split({n}), sys.argv[1],
+    T.train(cfg, *synthetic_split({n}), sys.argv[1],
             on_step=lambda step: step == 6 and os.kill(os.getpid(), signal.SIGKILL))
 """)
 
@@ -214,26 +217,28 @@ GRADIENT_FREE = {"attn.key.bias"}
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """The 2-process runs start together (they mostly wait on imports and rendezvous), then each is
     compared with the same command run in this process: same parameters, losses and metrics."""
+    overrides = {**TINY, "aux_weight": 1.0}
+
     def args(model):
-        return ["--model", model, "--epochs", "3", "--batch-size", "8", "--synthetic", str(N_IMAGES),
-                "--device", "cpu", "--model-overrides", str(TINY).replace("'", '"'), "--no-progress",
+        return ["train", "--model", model, "--epochs", "3", "--batch-size", "8", "--synthetic", str(N_IMAGES),
+                "--device", "cpu", "--model-overrides", str(overrides).replace("'", '"'), "--no-progress",
                 "--run-dir", str(tmp_path / model)]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launches = {model: subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "helpers.train", *args(model)[:-1], str(tmp_path / model / "two")],
+         "-m", "helpers", *args(model)[:-1], str(tmp_path / model / "two")],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for model in ("decoupled", "decoupled_plus")}   # decoupled_plus: extra losses on gathered tensors
+        for model in ("decoupled", "word_diversity")}   # word_diversity: an added term on gathered tensors
     for model, launch in launches.items():
-        one = T.main([*args(model)[:-1], str(tmp_path / model / "one")])
+        assert command_line([*args(model)[:-1], str(tmp_path / model / "one")]) == 0
         _, stderr = launch.communicate(timeout=180)
         assert launch.returncode == 0, stderr[-3000:]
         a = checkpoints.load_checkpoint(tmp_path / model / "one" / "last.pt")
         b = checkpoints.load_checkpoint(tmp_path / model / "two" / "last.pt")
         assert_params_close(a["model"], b["model"], atol=1e-5, skip=GRADIENT_FREE)
         assert_params_close(a["model"], b["model"], atol=1e-3)   # noise-sized steps only
-        losses = [c for c in one.history.columns if c in ("train_loss", "difference", "reconstruction")]
+        losses = [c for c in a["history"][0] if c in ("train_loss", "word_diversity")]
         h1, h2 = pd.DataFrame(a["history"]), pd.DataFrame(b["history"])
         pd.testing.assert_frame_equal(h1[losses], h2[losses], check_exact=False, rtol=1e-4)
         assert h1["rsum"].tolist() == h2["rsum"].tolist()
@@ -243,8 +248,8 @@ def test_early_stopping_ends_a_run_patience_epochs_after_its_best(data, tmp_path
     """Validation rSum scripted to peak at epoch 2: with patience 2 the run stops after epoch 4, keeps
     epoch 2's weights, and a second call reuses the stopped run without training."""
     script = iter([10.0, 30.0, 20.0, 25.0, 99.0, 99.0])
-    monkeypatch.setattr(T, "validate", lambda model, fs, device: {**{k: 0.0 for k in T.VAL_METRICS},
-                                                                   "rsum": next(script)})
+    monkeypatch.setattr(T, "validate", lambda model, fs, device, scoring: {**{k: 0.0 for k in metrics.METRICS},
+                                                                            "rsum": next(script)})
     cfg = tiny_config(epochs=6, patience=2)
     r = T.train(cfg, *data, tmp_path / "run")
     assert len(r.history) == 4 and r.best["epoch"] == 2 and r.best["epoch"] < len(r.history)

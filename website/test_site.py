@@ -38,8 +38,9 @@ if not (SITE / "index.html").is_file():
     pytest.fail(f"No website at {SITE}: build it first with `make site`.", pytrace=False)
 # The works the references page must cite, each by a phrase of its title.
 CITED = ["the blog", "VSE++", "Stacked Cross Attention for Image-Text Matching",
-         "Learning Transferable Visual Models From Natural Language Supervision", "MISA",
-         "Domain Separation Networks", "Representation Learning with Contrastive Predictive Coding",
+         "Learning Transferable Visual Models From Natural Language Supervision",
+         "SimCLR",
+         "Representation Learning with Contrastive Predictive Coding",
          "Top-down Neural Attention by Excitation Backprop"]
 
 

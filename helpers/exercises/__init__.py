@@ -14,7 +14,7 @@ notebooks fails nbval and the tests, and a learner's "Run all" stops at the firs
 A right answer prints one fixed line that starts with "✓" (nbval compares it exactly). A check never
 touches the global random state: the cells after an exercise draw the same numbers with it or without it.
 
-The reference solutions, which `.solution()` prints, are in `helpers.exercise_solutions`. The machinery every
+The reference solutions, which `.solution()` prints, are in `helpers.exercises.solutions`. The machinery every
 exercise shares is `core`; each notebook's exercises and their checks are in a module of their own, named for it.
 """
 from .core import EXERCISES, Exercise, Mistake

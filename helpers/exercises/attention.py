@@ -5,13 +5,12 @@ import math
 
 import torch
 
-from .. import exercise_solutions
+from .. import attention
+from . import solutions
 from .core import Mistake, _call, _choice, _compare, _register, _share, _tensor
 
 
 def _check_uniform_keys(answer) -> str:
-    from .. import attention
-
     share = _share(answer)
     r, d = 49, 8
     attn = attention.DecoupledAttention(d, d, d)
@@ -58,8 +57,6 @@ drop_scaling = _register(
 
 
 def _check_region_attention(fn) -> str:
-    from .. import attention
-
     g = torch.Generator().manual_seed(8)
     b, t, r, d = 3, 5, 7, 16
     q, k = torch.randn(b, t, d, generator=g), torch.randn(b, r, d, generator=g)
@@ -98,4 +95,4 @@ region_attention = _register(
     "region_attention", "04", "code", "masked, scaled dot-product attention over the regions", _check_region_attention,
     "logits = q @ k.transpose(-2, -1) / math.sqrt(d): (B, T, R). Set the logits of masked regions to -inf "
     "(masked_fill with ~mask[:, None, :]), then softmax over the last axis, the regions.",
-    exercise_solutions.region_attention)
+    solutions.region_attention)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import exercise_solutions
+from .. import intervals, metrics
+from . import solutions
 from .core import Mistake, _call, _choice, _number, _register
 
 
@@ -64,8 +65,6 @@ def _recall_variants(scores: torch.Tensor, cap_img: torch.Tensor, k: int) -> dic
 
 
 def _check_recall_at_k(fn) -> str:
-    from .. import metrics
-
     scores, cap_img = _recall_inputs()
     got, want, variants = [], [], []
     for k in (1, 2, 3):
@@ -95,7 +94,7 @@ recall_at_k = _register(
     "own = caption_image[None, :] == torch.arange(N_img)[:, None]. i2t: the best own caption's score per row; "
     "rank = how many *other* images' captions score >= it. t2i: each caption's score with its own image; rank = "
     "how many other images score >= it. A hit is rank < k; report percent.",
-    exercise_solutions.recall_at_k)
+    solutions.recall_at_k)
 
 
 def _bootstrap_inputs(seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -113,11 +112,9 @@ def _percentile_interval(rates: np.ndarray) -> tuple[float, float]:
 
 
 def _check_bootstrap_interval(fn) -> str:
-    from .. import metrics
-
     hits, cap_img = _bootstrap_inputs()
     n_img, n_boot = int(cap_img.max()) + 1, 1000
-    _, cap_idx, mask = metrics.cluster_resample(0, n_boot, cap_img, n_img)   # the course's resampling of images
+    _, cap_idx, mask = intervals.cluster_resample(0, n_boot, cap_img, n_img)   # the course's resampling of images
     lo, hi = _percentile_interval(100 * (hits[cap_idx] * mask).sum(1) / mask.sum(1))
     apart = np.random.default_rng(0).integers(0, len(hits), (n_boot, len(hits)))
     lo_apart, hi_apart = _percentile_interval(100 * hits[apart].mean(1))
@@ -148,7 +145,7 @@ def _check_bootstrap_interval(fn) -> str:
     if abs(a - lo) > 0.2 * ref_width or abs(b - hi) > 0.2 * ref_width:
         raise Mistake(f"your interval ({a:.1f}, {b:.1f}) is far from the course's cluster bootstrap "
                       f"({lo:.1f}, {hi:.1f}); take the 2.5 and 97.5 percentiles of the resampled hit rates")
-    return "images drawn with replacement, each with all its captions, percentile interval, as `metrics.cluster_resample`."
+    return "images drawn with replacement, each with all its captions, percentile interval, as `intervals.cluster_resample`."
 
 
 bootstrap_interval = _register(
@@ -157,7 +154,7 @@ bootstrap_interval = _register(
     "rng = np.random.default_rng(seed); list each image's caption rows once; per replicate draw n_img images with "
     "rng.integers, concatenate their caption rows, and keep 100 * hits[rows].mean(); return the 2.5 and 97.5 "
     "percentiles (np.percentile).",
-    exercise_solutions.bootstrap_interval)
+    solutions.bootstrap_interval)
 
 
 def _check_caption_level(answer) -> str:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from .. import exercise_solutions
+from ..pointing import cell_centres
+from . import solutions
 from .core import Mistake, _call, _choice, _compare, _register, _share, _tensor
 
 
 def _check_peak_centres(fn) -> str:
-    from ..interpret import cell_centres
-
     g = torch.Generator().manual_seed(7)
     weights = torch.rand(6, 49, generator=g).softmax(-1)
     weights[0, 1], weights[1, 13], weights[2, 42] = 2.0, 2.0, 2.0                    # peaks off the diagonal
@@ -37,7 +36,7 @@ peak_centres = _register(
     _check_peak_centres,
     "argmax over the last axis gives a cell index; row-major means cell = row * 7 + col. A cell's centre "
     "is half a cell in from its corner.",
-    exercise_solutions.peak_centres)
+    solutions.peak_centres)
 
 
 def _check_leakage(answer) -> str:

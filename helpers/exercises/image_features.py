@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .. import exercise_solutions
+from .. import encoders
+from . import solutions
 from .core import Mistake, _call, _compare, _number, _register, _tensor
 
 
 def _check_regions_from_map(fn) -> str:
-    from torch import nn
-
-    from .. import encoders
-
     g = torch.Generator().manual_seed(3)
     for shape in [(2, 16, 7, 7), (1, 16, 3, 5)]:
         fmap = torch.randn(*shape, generator=g)
@@ -43,7 +41,7 @@ regions_from_map = _register(
     "regions_from_map", "02", "code", "regions and a pooled vector from a (B, C, h, w) map", _check_regions_from_map,
     "Flatten the grid (fmap.flatten(2) -> (B, C, h*w)), then put channels last with .transpose(1, 2); a plain "
     ".reshape(B, h*w, C) keeps the memory order and mixes cells. Pooled is the mean over the region axis.",
-    exercise_solutions.regions_from_map)
+    solutions.regions_from_map)
 
 
 def _check_n_regions(answer) -> str:
@@ -69,7 +67,7 @@ def _check_nearest_neighbours(fn) -> str:
     g = torch.Generator().manual_seed(4)
     vectors = torch.randn(24, 8, generator=g) * torch.randn(24, 1, generator=g).mul(1.5).exp()   # norms 0.05x to 20x
     k = 3
-    expected = exercise_solutions.nearest_neighbours(vectors.clone(), k)
+    expected = solutions.nearest_neighbours(vectors.clone(), k)
     out = _call(fn, vectors.clone(), k)
     if not isinstance(out, torch.Tensor):
         raise Mistake(f"expected an (N, k) tensor of row indices, got {type(out).__name__}")
@@ -99,4 +97,4 @@ nearest_neighbours = _register(
     "nearest_neighbours", "02", "code", "nearest neighbours by cosine, the query excluded", _check_nearest_neighbours,
     "Normalise the rows (F.normalize(v, dim=-1)), take all cosines with one product, put -inf on the diagonal "
     "(sim.fill_diagonal_), then .topk(k, dim=1).indices.",
-    exercise_solutions.nearest_neighbours)
+    solutions.nearest_neighbours)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import exercise_solutions
+from .. import data, encoders
+from . import solutions
 from .core import Mistake, _call, _compare, _register, _tensor
 
 
@@ -40,8 +41,6 @@ def _mention_cases(seed: int = 0) -> list[tuple[str, str]]:
 
 
 def _check_mentions(fn) -> str:
-    from .. import data
-
     cases = _mention_cases()
     frame = pd.DataFrame({"image_id": range(len(cases)), "caption": [c for c, _ in cases]})
     mined = data.mine_labels(frame)                       # the course's rule: whole words, any case
@@ -67,12 +66,10 @@ mentions = _register(
     "mentions", "01", "code", "does a caption name a word, as a whole word?", _check_mentions,
     "Lower-case the caption, then search for the word between word boundaries: re.search(rf\"\\b{word}\\b\", ...). "
     "`word in caption` finds 'cat' inside 'indicate'; `caption.split()` misses 'cat.'",
-    exercise_solutions.mentions)
+    solutions.mentions)
 
 
 def _check_normalise(fn) -> str:
-    from .. import encoders
-
     reference = encoders.blog_transform().transforms[-1]          # the course's Normalize(IMAGENET_MEAN, IMAGENET_STD)
     mean, std = torch.tensor(encoders.IMAGENET_MEAN), torch.tensor(encoders.IMAGENET_STD)
     g = torch.Generator().manual_seed(1)
@@ -107,7 +104,7 @@ normalise = _register(
     "normalise", "01", "code", "ImageNet normalisation, channel by channel", _check_normalise,
     "Make the mean and std tensors of shape (3, 1, 1) (`.view(3, 1, 1)`) so they broadcast over (B, 3, H, W): "
     "channel c of every pixel gets (x - mean[c]) / std[c].",
-    exercise_solutions.normalise)
+    solutions.normalise)
 
 
 def _caption_frame(seed: int = 2) -> pd.DataFrame:
@@ -155,4 +152,4 @@ split_by_image = _register(
     "split_by_image", "01", "code", "an image-level split: all captions of an image on one side", _check_split_by_image,
     "Draw the test *images* (rng = np.random.default_rng(seed); rng.choice(captions.image_id.unique(), n_test, "
     "replace=False)), then split the rows with captions.image_id.isin(...).",
-    exercise_solutions.split_by_image)
+    solutions.split_by_image)

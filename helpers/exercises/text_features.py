@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from .. import exercise_solutions
+from .. import models
+from ..features import synthetic_featureset
+from . import solutions
 from .core import Mistake, _call, _compare, _register, _share, _tensor
 
 
 def _check_pad_packed(fn) -> str:
-    from ..features import synthetic_featureset
-
     fs = synthetic_featureset(n_images=6, captions_per_image=2, regions=2, image_dim=4, text_dim=6, max_len=9, seed=3)
     lengths = fs.lengths()
     shorter = (lengths < lengths.max()).nonzero().squeeze(1)      # so "the longest of all captions" is wrong here
@@ -49,12 +49,10 @@ pad_packed = _register(
     "pad_packed", "03", "code", "from packed tokens back to a padded batch and its mask", _check_pad_packed,
     "lengths = offsets[rows + 1] - offsets[rows]; T = lengths.max(); position t of caption b is real when "
     "t < lengths[b]; its token row is offsets[rows[b]] + t (clamp it to stay inside `tokens`), and padded rows must be 0.",
-    exercise_solutions.pad_packed)
+    solutions.pad_packed)
 
 
 def _check_masked_mean(fn) -> str:
-    from .. import models
-
     g = torch.Generator().manual_seed(6)
     tokens = torch.randn(4, 7, 5, generator=g)                    # padded positions hold non-zero vectors, as the blog's do
     mask = torch.arange(7)[None, :] < torch.tensor([7, 3, 1, 5])[:, None]
@@ -83,7 +81,7 @@ masked_mean = _register(
     "masked_mean", "03", "code", "masked mean pooling: average only the real words", _check_masked_mean,
     "Turn the mask into a (B, T, 1) float (mask.unsqueeze(-1).float()), multiply, sum over T, and divide by the "
     "mask's sum over T: the number of real tokens of each caption.",
-    exercise_solutions.masked_mean)
+    solutions.masked_mean)
 
 
 _PADDING_SHARE = 1 - 13.8 / 59

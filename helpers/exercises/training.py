@@ -7,13 +7,13 @@ import random
 import torch
 import torch.nn.functional as F
 
-from .. import exercise_solutions
+from .. import losses
+from ..train import TrainConfig, finished
+from . import solutions
 from .core import Mistake, _call, _check_loss, _number, _register
 
 
 def _check_info_nce(fn) -> str:
-    from .. import losses
-
     def mistakes(scores, scale):
         t, logits = torch.arange(6), scores * scale.exp()
         ce = F.cross_entropy
@@ -37,7 +37,7 @@ info_nce = _register(
     "info_nce", "05", "code", "the symmetric InfoNCE loss with a learnable temperature", _check_info_nce,
     "logits = scores * logit_scale.exp(); the right answer for row i is column i (targets torch.arange(B)); "
     "F.cross_entropy over the rows is image → text, over logits.t() text → image; average the two.",
-    exercise_solutions.info_nce)
+    solutions.info_nce)
 
 
 def _check_chance_loss(answer) -> str:
@@ -75,8 +75,6 @@ def _stop_cases(seed: int = 10) -> list[tuple[list, int]]:
 
 
 def _check_should_stop(fn) -> str:
-    from ..train import TrainConfig, finished
-
     cases = _stop_cases()
     got = [bool(_call(fn, list(rsums), patience)) for rsums, patience in cases]
     want = [finished(TrainConfig(epochs=100, patience=p, device="cpu"), len(r), _best_epoch(r)) for r, p in cases]
@@ -107,4 +105,4 @@ should_stop = _register(
     "should_stop", "05", "code", "early stopping with patience", _check_should_stop,
     "Find the best epoch (1-based; the first one that reached max(rsums)); stop when patience > 0 and "
     "len(rsums) - best_epoch >= patience.",
-    exercise_solutions.should_stop)
+    solutions.should_stop)

@@ -5,13 +5,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .. import exercise_solutions
+from .. import features, losses
+from ..features import FeatureSet, synthetic_featureset
+from . import solutions
 from .core import Mistake, _call, _check_loss, _choice, _register
 
 
 def _check_pointwise_loss(fn) -> str:
-    from .. import losses
-
     def mistakes(scores, scale):
         z = scores * scale.exp()
         pos, neg = z.diag(), z.roll(-1, dims=1).diag()
@@ -36,13 +36,10 @@ pointwise_loss = _register(
     "pointwise_loss", "08", "code", "the per-pair logistic loss that judges each pair alone", _check_pointwise_loss,
     "z = scores * logit_scale.exp(); positives z.diag(), negatives z.roll(-1, dims=1).diag() (image i with caption "
     "i + 1); loss = mean of softplus(−positive) + softplus(negative).",
-    exercise_solutions.pointwise_loss)
+    solutions.pointwise_loss)
 
 
 def _check_subsample(fn) -> str:
-    from ..ablations import subsample as reference
-    from ..features import FeatureSet, synthetic_featureset
-
     fs = synthetic_featureset(n_images=20, captions_per_image=3, regions=2, image_dim=4, text_dim=4, max_len=5, seed=14)
     captions_of = {int(fs.image_ids[i]): set(fs.caption_ids[fs.caption_image == i].tolist()) for i in range(fs.n_images)}
 
@@ -59,7 +56,7 @@ def _check_subsample(fn) -> str:
                               "(fs.select_images)")
         if set(out.caption_ids.tolist()) - set().union(*(captions_of[i] for i in images)):
             raise Mistake("captions of images that were not kept: select images, and their captions follow")
-        want = reference(fs, fraction, seed).n_images
+        want = features.subsample(fs, fraction, seed).n_images
         if len(images) != want:
             counted = " (you counted captions, not images)" if len(images) == round(fraction * fs.n_captions) else ""
             raise Mistake(f"{len(images)} images for fraction {fraction}; expected round({fraction} × {fs.n_images}) "
@@ -74,14 +71,14 @@ def _check_subsample(fn) -> str:
         raise Mistake("not seeded: two calls with seed 0 gave different images; use torch.Generator().manual_seed(seed)")
     if run(0.5, 1) == half:
         raise Mistake("the seed is ignored: seeds 0 and 1 gave the same images")
-    return "nested subsets of images with all their captions, as `ablations.subsample` draws them."
+    return "nested subsets of images with all their captions, as `features.subsample` draws them."
 
 
 subsample = _register(
     "subsample", "08", "code", "nested training subsets that keep captions with their images", _check_subsample,
     "One random order of the images per seed (torch.randperm with a seeded torch.Generator); keep its first "
     "round(fraction × N) images, sorted, with fs.select_images: the same order for every fraction makes them nested.",
-    exercise_solutions.subsample)
+    solutions.subsample)
 
 
 _GAP_CHOICES = {"a": "joint's lead over decoupled grows", "b": "it shrinks",
@@ -89,8 +86,9 @@ _GAP_CHOICES = {"a": "joint's lead over decoupled grows", "b": "it shrinks",
 
 
 def _check_gap_with_data(answer, gaps: pd.DataFrame) -> str:
-    """`gaps`: 08's `ablations.gap_table`; its word for joint - decoupled ("widens", "narrows", "holds")
-    comes from the 95% interval of the gap's change between the smallest and the largest training set."""
+    """`gaps`: 08's gap table (`helpers.pipeline.ablations.gap_table`); its word for joint - decoupled
+    ("widens", "narrows", "holds") comes from the 95% interval of the gap's change between the smallest
+    and the largest training set."""
     word = gaps.set_index("gap").loc["joint - decoupled", "the gap"]
     right = "a" if word.startswith("widens") else "b" if word.startswith("narrows") else "c"
     why = {

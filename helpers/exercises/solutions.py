@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import encoders
+from .. import encoders
 
 
 # ------------------------------------------------------------------ 01 · COCO and preprocessing

@@ -16,13 +16,20 @@ arithmetic rate. The versions here
   per-word head with sums over the 49 regions (|w + a|² = |w|² + 2α·(Vw) + αᵀGα) instead of over the 128
   dimensions of every attended vector.
 
-`python -m helpers.bench score` times both against the floor (the flops of the big products divided by
-the measured peak matrix-multiply rate); `tests/test_fast_scoring.py` checks they agree up to rounding.
+`FAST` bundles this module's two entry points (`score_all` for a whole split, `batch_scores` for a
+training batch) as a `models.Scoring`, which the course's pipeline hands to `train.train`; both dispatch
+on the model's configuration (flow, head, value, mask_padding), never on its class.
+`python -m helpers bench score` times both against the floor (the flops of the big products divided by
+the measured peak matrix-multiply rate); `tests/test_fast_scoring.py` checks they agree up to rounding,
+and `agreement` lets a notebook show it on a small batch.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..models import Scoring
+from ..models import score_all as readable_score_all
 
 WORD_TILE = 2048     # word rows per tile (whole captions); with IMAGE_TILE, a tile's logits are ~3 MB
 IMAGE_TILE = 8       # images per tile: (2048 x 128) @ (128 x 392) runs at the CPU's peak GEMM rate
@@ -184,36 +191,43 @@ def packed_words(model, features, caption_rows: torch.Tensor, device) -> tuple[t
 
 
 @torch.inference_mode()
-def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_rows: torch.Tensor
-                   ) -> torch.Tensor | None:
-    """`models.score_all` for the models this module knows (-> (N_img, N_cap)), else None."""
-    from .models import BlogModel, DecoupledPlusModel, FactorialModel
+def score_all(model, features, device="cpu", image_rows: torch.Tensor | None = None,
+              caption_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """`models.score_all`, tiled -> (N_img, N_cap) float32 on the CPU: the same scores up to float rounding.
 
-    if not isinstance(model, (FactorialModel, BlogModel, DecoupledPlusModel)):
-        return None
+    Dispatches on the model's configuration: a model that counts padding (`mask_padding=False`: the blog's
+    module, `counts_padding`) scores every caption padded to the longest of the set, as one batch would be;
+    otherwise flow "none", "text_to_image" (over the value projection or, with `value=False`, over the
+    regions themselves) or "both" (`joint_scores`).
+    """
+    cfg = model.cfg
+    model.eval().to(device)
+    image_rows = torch.arange(features.n_images) if image_rows is None else torch.as_tensor(image_rows)
+    caption_rows = torch.arange(features.n_captions) if caption_rows is None else torch.as_tensor(caption_rows)
     regions, pooled = features.image_batch(image_rows)
     regions = model.encode_images(regions.to(device), pooled.to(device))["regions"]
-    flow, head = model.cfg.flow, model.cfg.head
-    if isinstance(model, BlogModel) or getattr(model, "counts_padding", False):
-        # Every caption is padded to the longest (as one batch would be), and the blog's mean runs over
-        # all positions. A pad token is the zero vector, so every pad is the same word p: its cosine is
+    if not cfg.mask_padding:
+        if (cfg.flow, cfg.head) != ("text_to_image", "words"):
+            raise ValueError(f"{cfg.name}: counting padding is scored here for text -> image, per-word models "
+                             f"only, not flow {cfg.flow!r} with head {cfg.head!r}; use models.score_all")
+        # Every caption is padded to the longest (as one batch would be), and the mean runs over all
+        # positions. A pad token is the zero vector, so every pad is the same word p: its cosine is
         # computed once per image and added (P - T_c) times to caption c's sum over its real words.
         words, lengths = packed_words(model, features, caption_rows, device)
-        pad = model.text_proj(torch.zeros(1, model.cfg.text_dim, device=device))        # (1, D)
-        use_value = not isinstance(model, BlogModel)                                     # no value: the blog
-        real = packed_t2i_scores(model.attn, words, lengths, regions, use_value=use_value)  # (N_cap, N_img)
-        pad_cos = packed_t2i_scores(model.attn, pad, lengths.new_ones(1), regions, use_value=use_value)
+        pad = model.text_proj(torch.zeros(1, cfg.text_dim, device=device))                # (1, D)
+        real = packed_t2i_scores(model.attn, words, lengths, regions, use_value=cfg.value)  # (N_cap, N_img)
+        pad_cos = packed_t2i_scores(model.attn, pad, lengths.new_ones(1), regions, use_value=cfg.value)
         p = int(features.lengths().max())
         return ((real * lengths[:, None] + (p - lengths)[:, None] * pad_cos) / p).t().contiguous()
-    if flow == "none":
+    if cfg.flow == "none":
         words, lengths = packed_words(model, features, caption_rows, device)
         mean = _mean_matrix(lengths)
-        image = F.normalize(model.attn.value(regions).mean(1), dim=-1)                   # (N_img, D)
-        text = mean @ (F.normalize(words, dim=-1) if head == "words" else words)         # (N_cap, D)
-        return image @ (text if head == "words" else F.normalize(text, dim=-1)).t()
-    if flow == "text_to_image":
+        image = F.normalize(model.attn.value(regions).mean(1), dim=-1)                     # (N_img, D)
+        text = mean @ (F.normalize(words, dim=-1) if cfg.head == "words" else words)       # (N_cap, D)
+        return image @ (text if cfg.head == "words" else F.normalize(text, dim=-1)).t()
+    if cfg.flow == "text_to_image":
         words, lengths = packed_words(model, features, caption_rows, device)
-        return packed_t2i_scores(model.attn, words, lengths, regions, head).t().contiguous()
+        return packed_t2i_scores(model.attn, words, lengths, regions, cfg.head, use_value=cfg.value).t().contiguous()
     prepared = prepare_joint_images(model, regions)
     lengths = features.lengths()[caption_rows]
     order = lengths.argsort()
@@ -222,27 +236,8 @@ def fast_score_all(model, features, device, image_rows: torch.Tensor, caption_ro
         cols = order[c0:c1]                           # sorted by length: each chunk pads little
         tokens, mask, tpooled = features.text_batch(caption_rows[cols])
         txt = model.encode_texts(tokens.to(device), mask.to(device), tpooled.to(device))
-        out[:, cols] = joint_scores(model, txt["words"], txt["mask"], prepared, head).float().cpu()
+        out[:, cols] = joint_scores(model, txt["words"], txt["mask"], prepared, cfg.head).float().cpu()
     return out
-
-
-# ------------------------------------------------------------------------- matched pairs (probes)
-
-@torch.inference_mode()
-def mixed_pairs(model, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """`FactorialModel.mixed_pair` of a flow "both" model for all B matched pairs at once (image i with
-    caption i): the diagonal of `word_vectors`, without its Python loop -> (B, D) image, (B, D) text."""
-    from .models import masked_mean
-
-    if getattr(model.cfg, "flow", None) != "both":
-        raise ValueError(f"mixed_pairs is for flow 'both' models; {model.cfg.name!r} has flow {model.cfg.flow!r}")
-    words, mask, regions = txt["words"], txt["mask"], img["regions"]          # (B, T, D), (B, T), (B, R, D)
-    attn = model.attn
-    logits = torch.einsum("btd,brd->btr", attn.query(words), attn.key(regions)) / attn.temperature
-    attended = torch.bmm(logits.softmax(-1), attn.value(regions))             # a_t: (B, T, D)
-    beta_bar = logits.masked_fill(~mask[..., None], float("-inf")).softmax(1).mean(-1)   # (B, T)
-    image = regions.mean(1) + torch.einsum("bt,btd->bd", beta_bar, model.text_value(words))
-    return image, masked_mean(words + attended, mask)
 
 
 # ------------------------------------------------------------------------- training batches
@@ -263,45 +258,38 @@ def _attention_and_sims(attn, words, regions, values):
     return alpha, sim, a_sq
 
 
-def batch_scores(model, img: dict, txt: dict) -> torch.Tensor | None:
-    """(Ni, Nt) differentiable scores of a training batch for the factorial's models, `blog` and
-    `decoupled_plus`; None for a model class this module does not know."""
-    from .models import BlogModel, DecoupledPlusModel, FactorialModel
-
+def batch_scores(model, img: dict, txt: dict) -> torch.Tensor:
+    """(Ni, Nt) differentiable scores of a training batch: `model.score` up to float rounding, dispatched on
+    the model's configuration (flow, head, value, mask_padding)."""
+    cfg = model.cfg
     words, mask, regions = txt["words"], txt["mask"], img["regions"]
     (nt, t, d), ni = words.shape, len(regions)
     w_norm = words.norm(dim=-1).reshape(1, nt * t)
-    if isinstance(model, BlogModel):                                            # no value, no mask
-        alpha, sim, a_sq = _attention_and_sims(model.attn, words, regions, regions)
-        cos = (alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)
-        return cos.view(ni, nt, t).mean(-1)
-    if not isinstance(model, (FactorialModel, DecoupledPlusModel)):
-        return None
-    if model.cfg.flow == "none":                                                # image_t = v̄ for every word
+    if cfg.flow == "none":                                                      # image_t = v̄ for every word
         image = F.normalize(model.attn.value(regions).mean(1), dim=-1)         # (Ni, D)
         share = mask.float() / mask.float().sum(1, keepdim=True)
-        if model.cfg.head == "words":                                           # mean_t cos(w_t, v̄) = (mean_t ŵ_t)·v̂
+        if cfg.head == "words":                                                 # mean_t cos(w_t, v̄) = (mean_t ŵ_t)·v̂
             return image @ torch.einsum("ntd,nt->nd", F.normalize(words, dim=-1), share).t()
         return image @ F.normalize(torch.einsum("ntd,nt->nd", words, share), dim=-1).t()
     share = (mask.float() / mask.float().sum(1, keepdim=True))                  # (Nt, T)
-    values = model.attn.value(regions)
-    if model.cfg.head != "words":
+    values = model.attn.value(regions) if cfg.value else regions
+    if cfg.head != "words":
         # pooled: mean_t a_t = Σ_r ᾱ_r v_r with ᾱ = mean_t α_t, so no per-word attended vector is needed
         affinity = (torch.matmul(model.attn.key(regions), model.attn.query(words.reshape(nt * t, d)).t())
                     / model.attn.temperature)                                   # (Ni, R, Nt*T)
         alpha_bar = (affinity.softmax(1).view(ni, -1, nt, t) * share).sum(-1)   # (Ni, R, Nt)
         a_bar = torch.bmm(values.transpose(1, 2), alpha_bar)                    # (Ni, D, Nt)
         w_bar = torch.einsum("ntd,nt->dn", words, share)                        # (D, Nt)
-        if model.cfg.flow == "text_to_image":
+        if cfg.flow == "text_to_image":
             return F.cosine_similarity(a_bar, w_bar[None], dim=1)
         # both ways: (w̄ + ā) against r̄ + Σ_t β̄_t u_t, β softmax over real words
         beta_bar = affinity.view(ni, -1, nt, t).masked_fill(~mask, float("-inf")).softmax(-1).mean(1)
         image = regions.mean(1)[:, None] + torch.einsum("mnt,ntd->mnd", beta_bar, model.text_value(words))
         return F.cosine_similarity(image, (w_bar[None] + a_bar).transpose(1, 2), dim=-1)
     alpha, sim, a_sq = _attention_and_sims(model.attn, words, regions, values)
-    if model.cfg.flow == "text_to_image":
-        cos = (alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)
-        return (cos.view(ni, nt, t) * share).sum(-1)
+    if cfg.flow == "text_to_image":
+        cos = ((alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)).view(ni, nt, t)
+        return (cos * share).sum(-1) if cfg.mask_padding else cos.mean(-1)     # the blog: every position counts
     # both ways: text_t = w_t + a_t against g = r̄ + Σ_t β̄_t u_t (one vector per caption and image)
     r = regions.shape[1]
     affinity = torch.matmul(model.attn.key(regions), model.attn.query(words.reshape(nt * t, d)).t())
@@ -314,3 +302,20 @@ def batch_scores(model, img: dict, txt: dict) -> torch.Tensor | None:
     text_sq = (w_norm ** 2 + 2 * (alpha * sim).sum(1) + a_sq).view(ni, nt, t)
     cos = (w_g + a_g) / (text_sq.clamp_min(1e-16).sqrt() * g.norm(dim=-1)[..., None]).clamp_min(1e-8)
     return (cos * share).sum(-1)
+
+
+FAST = Scoring(batch=batch_scores, all=score_all)
+
+
+def agreement(model, features, n_images: int = 16) -> float:
+    """The largest difference between this module's scores and the readable ones (`models.READABLE`) of
+    `model` on the first `n_images` images of `features` and one caption of each: for that training batch
+    (square, gradients off) and for all their captions. What a notebook prints beside the code it shows."""
+    small = features.select_images(torch.arange(min(n_images, features.n_images)))
+    first = torch.stack([(small.caption_image == i).nonzero()[0, 0] for i in range(small.n_images)])
+    with torch.no_grad():
+        img = model.eval().encode_images(*small.image_batch(torch.arange(small.n_images)))
+        txt = model.encode_texts(*small.text_batch(first))
+        batch = (batch_scores(model, img, txt) - model.score(img, txt)).abs().max()
+    whole = (score_all(model, small) - readable_score_all(model, small)).abs().max()
+    return float(max(batch, whole))

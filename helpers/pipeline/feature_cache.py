@@ -1,4 +1,5 @@
-"""The feature cache: each extraction is done once and read back from disk after.
+"""The feature cache: each extraction is done once and read back from disk after, and the course's splits
+built from it (`load_course_features`).
 
 One safetensors file per (modality, encoder, weights, preprocessing, inputs, precision). The file
 name carries a short hash of that key and the file's metadata the full key, so a changed setting
@@ -13,9 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .config import PATHS, course_device, get_device
-from .extraction import _amp_on, use_graph, extract_image_features, extract_text_features
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_path
+from ..config import PATHS, TEXT_MAX_LENGTH, course_device, get_device
+from ..data import load_subset
+from ..encoders import (IMAGE_BACKBONES, blog_transform, file_identity, load_image_encoder, load_text_encoder,
+                        resolve_image_backbone, resolve_text_model)
+from ..fast.extraction import amp_on, extract_image_features, extract_text_features, use_graph
+from ..features import FeatureSet
 
 CACHE_FORMAT = 1    # bump when the layout of the cache files changes: every old file becomes stale
 
@@ -25,15 +33,13 @@ def _digest(obj) -> str:
 
 
 def _compute_dtype(device: torch.device, amp: bool | None) -> str:
-    return "float32" if not _amp_on(device, amp) else ("autocast-float16" if device.type == "cuda" else "autocast-bfloat16")
+    return "float32" if not amp_on(device, amp) else ("autocast-float16" if device.type == "cuda" else "autocast-bfloat16")
 
 
 def image_cache_key(choice, transform, image_ids: list[int], compute_dtype: str = "float32",
                     kernels: str = "eager") -> dict:
     """Everything the image features depend on: backbone, weights file (name, size, md5), transform, ids,
     dtypes, and the kernels ('onednn-graph' or 'eager': equal up to rounding, but not bit for bit)."""
-    from .encoders import file_identity
-
     return {"format": CACHE_FORMAT, "kind": "image", "backbone": choice.name,
             "weights": file_identity(choice.weights_file), "transform": repr(transform),
             "ids_sha256": _digest([int(i) for i in image_ids]), "n": len(image_ids),
@@ -42,8 +48,6 @@ def image_cache_key(choice, transform, image_ids: list[int], compute_dtype: str 
 
 def text_cache_key(choice, captions: list[str], max_length: int, compute_dtype: str = "float32") -> dict:
     """Everything the text features depend on: model, weights and tokenizer files, max length, captions, dtypes."""
-    from .encoders import file_identity
-
     folder = choice.weights_file.parent
     tok = next((folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()), None)
     return {"format": CACHE_FORMAT, "kind": "text", "model": choice.name,
@@ -60,8 +64,6 @@ def cache_file(key: dict, cache_dir: Path | None = None) -> Path:
 
 def save_cache(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> Path:
     """Write `tensors` + the full key to `path` (atomically: `atomic.atomic_path`)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"key": json.dumps(key, sort_keys=True)})
@@ -71,9 +73,6 @@ def save_cache(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> Path:
 def load_cache(path: Path, key: dict, check) -> dict[str, torch.Tensor] | None:
     """The tensors in `path` if it exists, reads, carries `key` and passes `check`; else None (with a warning
     when a file was there but unusable)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         return None
@@ -136,8 +135,6 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     `encoder` is a backbone name ('auto', 'mobilenet_v2', 'resnet50') or a loaded ImageEncoder; by
     name, the model is loaded only when the cache misses. `transform` defaults to the blog's.
     """
-    from .encoders import IMAGE_BACKBONES, blog_transform, load_image_encoder, resolve_image_backbone
-
     dev = get_device(device or course_device())
     transform = transform if transform is not None else blog_transform()
     ids = [int(i) for i in image_ids]
@@ -171,8 +168,6 @@ def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int
 
     `encoder` is a model name ('auto', 'all-MiniLM-L6-v2', 'bert-base-uncased') or a loaded TextEncoder.
     """
-    from .encoders import TEXT_MAX_LENGTH, load_text_encoder, resolve_text_model
-
     dev = get_device(device or course_device())
     captions = list(captions)
     model = None if isinstance(encoder, str) else encoder
@@ -202,3 +197,27 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     for t in tensors:
         h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def load_course_features(image_encoder="auto", text_encoder="auto", device: str | None = None, subset=None,
+                         transform=None, cache_dir: Path | None = None, progress: bool = True
+                         ) -> dict[str, FeatureSet]:
+    """The whole subset's features (built once, then read from data/cache) -> {'all', 'train', 'val', 'test'}."""
+    subset = subset if subset is not None else load_subset()
+    ids = [int(i) for i in subset.image_ids]
+    regions, pooled = cached_image_features(subset, ids, image_encoder, transform, device=device,
+                                            cache_dir=cache_dir, progress=progress)
+    caps = subset.captions
+    tokens, offsets, text_pooled = cached_text_features(caps.caption.tolist(), text_encoder, device=device,
+                                                        cache_dir=cache_dir, progress=progress)
+    row = {image_id: r for r, image_id in enumerate(ids)}
+    source = fingerprint(pooled, text_pooled)
+    everything = FeatureSet(
+        image_ids=torch.tensor(ids, dtype=torch.long), regions=regions, pooled=pooled,
+        caption_ids=torch.tensor(caps.caption_id.to_numpy(), dtype=torch.long),
+        caption_image=torch.tensor([row[int(i)] for i in caps.image_id], dtype=torch.long),
+        tokens=tokens, offsets=offsets, text_pooled=text_pooled, source=source)
+    out = {"all": everything}
+    for split in ("train", "val", "test"):
+        out[split] = everything.select_images(torch.tensor([row[int(i)] for i in subset.split_ids(split)]))
+    return out

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import nbformat
 
-from .config import PROJECT_ROOT
+from ..config import PATHS
 
 BEGIN, END = "BEGIN SOLUTION", "END SOLUTION"        # nbgrader's delimiters, found anywhere in a line
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
-STUDENT_DIR = PROJECT_ROOT / "student"               # git-ignored
 
 
 def clear_solutions(source: str) -> str:
@@ -70,13 +69,13 @@ def student_notebook(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, 
     return nb, cleared
 
 
-def write_student_edition(notebooks: Path = PROJECT_ROOT / "notebooks", out: Path = STUDENT_DIR) -> dict[Path, int]:
-    """Write the student edition of every notebook `NN_*.ipynb` in `notebooks` to `out`
-    -> {file written: number of exercise cells cleared in it}."""
-    out = Path(out)
+def write_student_edition(notebooks: Path | None = None, out: Path | None = None) -> dict[Path, int]:
+    """Write the student edition of every notebook `NN_*.ipynb` in `notebooks` (default: the course's) to
+    `out` (default: student/, git-ignored) -> {file written: number of exercise cells cleared in it}."""
+    notebooks, out = Path(notebooks or PATHS.notebooks), Path(out or PATHS.student)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for path in sorted(Path(notebooks).glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
         nb, cleared = student_notebook(nbformat.read(path, as_version=nbformat.NO_CONVERT))
         nbformat.validate(nb)
         nbformat.write(nb, out / path.name)

@@ -1,4 +1,4 @@
-"""Where does each word look? Word-over-region attention maps and the pointing game.
+"""Step 07: where does each word look? Word-over-region attention maps and the pointing game.
 
 The blog says decoupled attention gives "better interpretability". Attention maps are easy to
 show and easy to over-read, so this module also measures them: in the *pointing game* a word that
@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import NOT_AFTER, SYNONYMS, TWO_WORD, _plurals
+from .config import TEXT_MAX_LENGTH
+from .data import NOT_AFTER, SYNONYMS, TWO_WORD, _plurals, load_subset, rows_without_people
 from .encoders import load_tokenizer  # noqa: F401 - word pieces for the maps, without the text model
 from .features import FeatureSet
 
@@ -28,8 +29,6 @@ SPECIAL = ("[CLS]", "[SEP]", "[PAD]")
 
 def caption_tokens(tokenizer, caption: str) -> list[str]:
     """A caption -> its word pieces as the text encoder saw them: [CLS] ... [SEP], truncated like the features."""
-    from .encoders import TEXT_MAX_LENGTH
-
     ids = tokenizer(caption, truncation=True, max_length=TEXT_MAX_LENGTH)["input_ids"]
     return tokenizer.convert_ids_to_tokens(ids)
 
@@ -37,9 +36,9 @@ def caption_tokens(tokenizer, caption: str) -> list[str]:
 # ---------------------------------------------------------------------------- attention
 
 def _check_attention_model(model) -> None:
-    if not hasattr(model, "attn") or getattr(model.cfg, "flow", None) == "none":
+    if model.cfg.flow == "none":
         raise ValueError(f"{model.cfg.name} has no word -> region attention to look at (its flow is 'none'); "
-                         "use 'decoupled', 'blog', 'decoupled_plus' (or 'joint', whose words attend too)")
+                         "use 'decoupled', 'blog' (or 'joint', whose words attend too)")
 
 
 @torch.inference_mode()
@@ -48,14 +47,15 @@ def attention_maps(model, fs: FeatureSet, image_rows: torch.Tensor, caption_rows
     """(B,) image rows, (B,) caption rows -> (B, T, R) attention of each word over its image's regions
     (heads averaged; rows of padded words are 0), (B, T) bool mask of real tokens.
 
-    Works for every model with a text -> image `attn` (decoupled, decoupled_plus, and joint's
+    Works for every model whose words attend over regions (decoupled, the blog's module, and joint's
     word -> region direction)."""
     _check_attention_model(model)
     model.eval()
     img = model.encode_images(*fs.image_batch(torch.as_tensor(image_rows)))
-    txt = model.encode_texts(*fs.text_batch(torch.as_tensor(caption_rows)))
-    _, weights = model.attn(txt["words"], img["regions"], text_mask=txt["mask"])       # (B, H, T, R)
-    return weights.mean(1), txt["mask"]
+    tokens, mask, pooled = fs.text_batch(torch.as_tensor(caption_rows))
+    txt = model.encode_texts(tokens, mask, pooled)
+    _, weights = model.attn(txt["words"], img["regions"], text_mask=mask)               # (B, H, T, R)
+    return weights.mean(1), mask
 
 
 def caption_text(subset, caption_id: int) -> str:
@@ -67,8 +67,6 @@ def caption_text(subset, caption_id: int) -> str:
 def word_attention(model, fs: FeatureSet, image_row: int, caption_row: int, subset=None, tokenizer=None
                    ) -> tuple[torch.Tensor, list[str]]:
     """One image and one caption -> (T, R) attention of each real token over the R regions, the T tokens."""
-    from .data import load_subset
-
     subset = subset if subset is not None else load_subset()
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     tokens = caption_tokens(tokenizer, caption_text(subset, fs.caption_ids[caption_row]))
@@ -165,8 +163,6 @@ def word_boxes(subset, image_id: int, tokens: list[str]) -> list[np.ndarray | No
 def pointing_examples(fs: FeatureSet, subset, tokenizer=None, n: int = 2, min_words: int = 2) -> list[tuple[int, int]]:
     """The first n (image row, caption row) pairs of fs whose image has instance boxes and no person in
     its captions, and whose caption names at least `min_words` categories boxed in it: maps to show."""
-    from .data import rows_without_people
-
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     labelled = set(subset.instance_image_ids())
     out = []

@@ -4,38 +4,38 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import interpret
+from helpers import pointing
 from helpers.features import FeatureSet
 from helpers.models import build_model
 
 
 def test_cell_centres_are_row_major():
-    c = interpret.cell_centres(70, 140)              # cells 10 px wide, 20 px high
+    c = pointing.cell_centres(70, 140)              # cells 10 px wide, 20 px high
     assert c.shape == (49, 2)
     assert c[0].tolist() == [5, 10] and c[1].tolist() == [15, 10] and c[7].tolist() == [5, 30]
     assert c[48].tolist() == [65, 130]
 
 
 def test_hits_and_uniform_baseline_on_hand_made_boxes():
-    centres = interpret.cell_centres(70, 70)         # centres at x, y = 5, 15, ..., 65
+    centres = pointing.cell_centres(70, 70)         # centres at x, y = 5, 15, ..., 65
     # A box over the left 30 px holds the centres x = 5, 15, 25: 3 columns x 7 rows = 21 of 49 cells.
-    inside = interpret.inside_any(centres, np.array([[0, 0, 30, 70]]))
+    inside = pointing.inside_any(centres, np.array([[0, 0, 30, 70]]))
     assert inside.sum() == 21 and inside.mean() == pytest.approx(21 / 49)
     # Its right edge at 35 would pass through the 4th column's centres: edges count, 28 of 49.
-    assert interpret.inside_any(centres, np.array([[0, 0, 35, 70]])).sum() == 28
+    assert pointing.inside_any(centres, np.array([[0, 0, 35, 70]])).sum() == 28
     # Two boxes: the union. Top-left cell (5, 5) and bottom-right cell (65, 65): 2 of 49.
-    two = interpret.inside_any(centres, np.array([[0, 0, 10, 10], [60, 60, 10, 10]]))
+    two = pointing.inside_any(centres, np.array([[0, 0, 10, 10], [60, 60, 10, 10]]))
     assert np.flatnonzero(two).tolist() == [0, 48]
 
 
 def test_words_map_to_categories():
     toks = ["[CLS]", "two", "dogs", "and", "a", "hot", "dog", "near", "traffic", "lights", "[SEP]"]
-    assert interpret.token_categories(toks) == [None, None, "dog", None, None, None, "hot dog", None, None,
+    assert pointing.token_categories(toks) == [None, None, "dog", None, None, None, "hot dog", None, None,
                                                 "traffic light", None]
-    assert interpret.token_categories(["a", "teddy", "bear", "and", "a", "bear"]) == \
+    assert pointing.token_categories(["a", "teddy", "bear", "and", "a", "bear"]) == \
         [None, "teddy bear", None, None, None, "bear"]
     # word pieces: 'cat' followed by '##s' is part of a split word, '##s' itself is a piece
-    assert interpret.token_categories(["a", "cat", "##s", "knives"]) == [None, None, None, "knife"]
+    assert pointing.token_categories(["a", "cat", "##s", "knives"]) == [None, None, None, "knife"]
 
 
 class _FakeTokenizer:
@@ -88,8 +88,8 @@ def test_pointing_game_on_a_hand_made_image(monkeypatch):
             w[b, :, peaks[int(fs.caption_ids[row])]] = 1
         return w, None
 
-    monkeypatch.setattr(interpret, "attention_maps", fake_maps)
-    df = interpret.pointing_game(None, fs, sub, _FakeTokenizer())
+    monkeypatch.setattr(pointing, "attention_maps", fake_maps)
+    df = pointing.pointing_game(None, fs, sub, _FakeTokenizer())
     # 'cat' has only a crowd box (dropped), image 2 has no instances: two cases, both 'dog'.
     assert df[["caption_id", "word", "category", "hit"]].values.tolist() == [[10, "dog", "dog", True],
                                                                              [11, "dogs", "dog", False]]
@@ -101,14 +101,14 @@ def test_word_attention_rows_sum_to_one_and_lengths_are_checked():
     fs, sub = _features(), _FakeSubset()
     torch.manual_seed(0)
     model = build_model("decoupled", image_dim=8, text_dim=6, dim=16)
-    weights, tokens = interpret.word_attention(model, fs, 0, 0, sub, _FakeTokenizer())
+    weights, tokens = pointing.word_attention(model, fs, 0, 0, sub, _FakeTokenizer())
     assert tokens == ["[CLS]", "a", "dog", "and", "a", "cat", "[SEP]"] and weights.shape == (7, 49)
     assert torch.allclose(weights.sum(-1), torch.ones(7))
-    assert interpret.as_grid(weights).shape == (7, 7, 7)
+    assert pointing.as_grid(weights).shape == (7, 7, 7)
     with pytest.raises(ValueError, match="another text encoder"):
-        interpret.word_attention(model, _features((6, 3, 4)), 0, 0, sub, _FakeTokenizer())
+        pointing.word_attention(model, _features((6, 3, 4)), 0, 0, sub, _FakeTokenizer())
     with pytest.raises(ValueError, match="no word -> region attention"):
-        interpret.attention_maps(build_model("dual", image_dim=8, text_dim=6, dim=16), fs, [0], [0])
+        pointing.attention_maps(build_model("dual", image_dim=8, text_dim=6, dim=16), fs, [0], [0])
 
 
 def test_word_boxes_give_each_word_the_boxes_of_the_category_it_names():
@@ -119,7 +119,7 @@ def test_word_boxes_give_each_word_the_boxes_of_the_category_it_names():
     class Subset:
         instances = Instances()
 
-    boxes = interpret.word_boxes(Subset(), 7, ["[CLS]", "a", "dog", "and", "a", "man", "[SEP]"])
+    boxes = pointing.word_boxes(Subset(), 7, ["[CLS]", "a", "dog", "and", "a", "man", "[SEP]"])
     assert [b is None for b in boxes] == [True, True, False, True, True, True, True]   # the man's box is a crowd box
     assert boxes[2].tolist() == [[1.0, 2.0, 3.0, 4.0]]
 
@@ -162,4 +162,4 @@ def test_pointing_examples_pick_labelled_images_without_people_whose_caption_nam
         def convert_ids_to_tokens(self, ids):
             return ["[CLS]", *ids, "[SEP]"]
 
-    assert interpret.pointing_examples(fs, Subset(), Tokenizer(), n=3) == [(1, 2), (3, 7)]
+    assert pointing.pointing_examples(fs, Subset(), Tokenizer(), n=3) == [(1, 2), (3, 7)]

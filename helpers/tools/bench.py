@@ -1,6 +1,6 @@
 """How much faster is the course's feature extraction than the blog's one-input-at-a-time loop?
 
-`python -m helpers.bench extract [--images 128] [--captions 1024] [--repeats 2] [--sweep]` runs, in
+`python -m helpers bench extract [--images 128] [--captions 1024] [--repeats 2] [--sweep]` runs, in
 one process and on the same inputs, the blog's loop (one image: open, the blog's transform, forward;
 one caption: tokenize, forward with the attention mask) and the course's pipeline (batches, the CNN as one fused oneDNN
 Graph on CPU, inference_mode, length-sorted caption batches). Each is run `repeats` times,
@@ -8,27 +8,37 @@ alternating, and the fastest run counts, so a busy machine hurts both sides alik
 (loading models, tracing the graph) is paid before timing and reported on its own. `--sweep` also
 times the settings the pipeline could use (graph, batch size, workers, channels_last, autocast).
 
-`python -m helpers.bench runs` times the same training runs (and their test ranking) one after another
-with all threads and side by side with one thread each (`helpers.parallel_runs`).
+`python -m helpers bench runs` times the same training runs (and their test ranking) one after another
+with all threads and side by side with one thread each (`helpers.fast.parallel`).
 
-`python -m helpers.bench score` times the 1K-test scoring of each attention model in one run on the
+`python -m helpers bench score` times the 1K-test scoring of each attention model in one run on the
 same inputs: the readable chunked code (`model.score` per chunk of captions), the tiled code of
-`helpers.fast_scoring`, and the floor: the flops of the model's big products divided by the peak
+`helpers.fast.scoring`, and the floor: the flops of the model's big products divided by the peak
 matrix-multiply rate measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .config import get_device
-from .encoders import blog_transform, load_image_encoder, load_text_encoder
-from .extraction import (default_image_batch, default_num_workers, extract_image_features, extract_text_features,
+from .. import models
+from ..config import get_device
+from ..data import load_subset
+from ..encoders import blog_transform, load_image_encoder, load_text_encoder
+from ..fast import parallel
+from ..fast import scoring as fast_scoring
+from ..pipeline import runs
+from ..pipeline.feature_cache import load_course_features
+from ..pipeline.recipes import train_config
+from ..fast.extraction import (default_image_batch, default_num_workers, extract_image_features, extract_text_features,
                          use_graph)
 
 
@@ -112,8 +122,6 @@ def bench_extract(n_images: int = 128, n_captions: int = 1024, repeats: int = 2,
                   verbose: bool = True) -> pd.DataFrame:
     """The blog's loop vs the course pipeline on the same inputs, on CPU -> one row per (modality, pipeline)."""
     if subset is None:
-        from .data import load_subset
-
         subset = load_subset()
     settings = settings or ExtractSettings()
     image_ids = subset.image_ids[:n_images]
@@ -150,8 +158,6 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
                   verbose: bool = True) -> pd.DataFrame:
     """Time the course pipeline under each candidate setting (on CUDA: batch sizes with mixed precision)."""
     if subset is None:
-        from .data import load_subset
-
         subset = load_subset()
     dev = get_device(device)
     image_ids = subset.image_ids[:n_images]
@@ -207,7 +213,7 @@ def scoring_flops(model, fs) -> float:
     """Floating-point operations of a model's big products when scoring all of `fs` (real words only).
 
     Every attention model: the word-region logits, 2·N_tok·N_img·R·D. Per-word text -> image heads
-    (decoupled, blog, decoupled_plus) add the word-region similarities (2·N_tok·N_img·R·D) and αᵀGα
+    (decoupled, blog) add the word-region similarities (2·N_tok·N_img·R·D) and αᵀGα
     (2·N_tok·N_img·R²); the pooled one adds the attended regions per caption (2·N_cap·N_img·R·D).
     Both ways (joint) adds the attended regions per caption (2·N_cap·N_img·R·D; per word with the
     per-word head, 2·N_tok·N_img·R·D) and the attended words per image (2·N_tok·N_img·D).
@@ -215,7 +221,7 @@ def scoring_flops(model, fs) -> float:
     n_tok, n_cap, n_img, r = len(fs.tokens), fs.n_captions, fs.n_images, fs.regions.shape[1]
     d = model.cfg.dim
     logits = 2.0 * n_tok * n_img * r * d
-    flow, head = getattr(model.cfg, "flow", "text_to_image"), getattr(model.cfg, "head", "words")
+    flow, head = model.cfg.flow, model.cfg.head
     if flow == "none":
         return 2.0 * n_tok * d + 2.0 * n_cap * n_img * d
     if flow == "both":
@@ -230,11 +236,7 @@ def bench_score(model_names=("decoupled", "joint", "joint_words"), fs=None, repe
                 verbose: bool = True) -> pd.DataFrame:
     """1K-test scoring of each attention model: the readable chunked path, the tiled path, and the floor
     (big-product flops / the peak rate measured in this run) -> one row per model."""
-    from .models import build_model, score_all
-
     if fs is None:
-        from .features import load_course_features
-
         fs = load_course_features(progress=False)["test"]
     peak = peak_matmul_rate()
     if verbose:
@@ -243,10 +245,10 @@ def bench_score(model_names=("decoupled", "joint", "joint_words"), fs=None, repe
     rows = []
     for name in model_names:
         torch.manual_seed(0)
-        model = build_model(name, image_dim=fs.regions.shape[-1], text_dim=fs.tokens.shape[-1]).eval()
+        model = models.build_model(name, image_dim=fs.regions.shape[-1], text_dim=fs.tokens.shape[-1]).eval()
         out = {}
-        before = min(timed(lambda: out.update(readable=score_all(model, fs, fast=False))) for _ in range(repeats))
-        after = min(timed(lambda: out.update(tiled=score_all(model, fs, fast=True))) for _ in range(repeats))
+        before = min(timed(lambda: out.update(readable=models.score_all(model, fs))) for _ in range(repeats))
+        after = min(timed(lambda: out.update(tiled=fast_scoring.score_all(model, fs))) for _ in range(repeats))
         diff = float((out["readable"] - out["tiled"]).abs().max())
         floor = scoring_flops(model, fs) / peak
         rows.append({"model": name, "readable_s": round(before, 1), "tiled_s": round(after, 1),
@@ -259,28 +261,25 @@ def bench_score(model_names=("decoupled", "joint", "joint_words"), fs=None, repe
 
 def bench_runs(model_names=("decoupled", "joint"), seeds=(0, 1), epochs: int = 3, budget: str = "cpu") -> pd.DataFrame:
     """The same training runs (the course's settings, `epochs` epochs, then the 1K-test ranking) one after
-    another in this process with all its threads, and side by side in `parallel_runs` workers with one
-    thread each -> one row per way, with the wall time and the speed-up."""
-    import tempfile
-    from pathlib import Path
-
-    from . import parallel_runs
-    from .features import load_course_features
-    from .reproduce import rank_folder, train_config
-    from .train import train
-
+    another in this process with all its threads, and side by side in `fast.parallel` workers with one
+    thread each -> one row per way, with the wall time and the speed-up. The runs go to temporary folders
+    (COURSE_RUNS_DIR), not to runs/."""
     feats = load_course_features(progress=False)
     configs = [train_config(m, budget, s, epochs=epochs, patience=0) for m in model_names for s in seeds]
-    with tempfile.TemporaryDirectory() as tmp:
-        def one_after_another():
-            for i, cfg in enumerate(configs):
-                train(cfg, feats["train"], feats["val"], Path(tmp, "seq", str(i)))
-                rank_folder(Path(tmp, "seq", str(i)), feats["test"])
-
-        jobs = [(cfg, Path(tmp, "par", str(i))) for i, cfg in enumerate(configs)]
-        seq = timed(one_after_another)
-        par = timed(lambda: parallel_runs.run_missing(jobs, feats, rank=True))
-    n = parallel_runs.workers(len(configs))
+    jobs = [(cfg, True) for cfg in configs]
+    before = os.environ.get("COURSE_RUNS_DIR")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["COURSE_RUNS_DIR"] = str(Path(tmp, "one-after-another"))
+            seq = timed(lambda: [runs.train_and_rank(feats, *job) for job in jobs])
+            os.environ["COURSE_RUNS_DIR"] = str(Path(tmp, "side-by-side"))   # spawned workers inherit it
+            par = timed(lambda: parallel.side_by_side(runs.train_and_rank, jobs, feats, runs.course_features))
+    finally:
+        if before is None:
+            os.environ.pop("COURSE_RUNS_DIR", None)
+        else:
+            os.environ["COURSE_RUNS_DIR"] = before
+    n = parallel.workers(len(configs))
     return pd.DataFrame([
         {"way": f"one after another, {torch.get_num_threads()} threads", "runs": len(configs), "seconds": round(seq, 1),
          "speed-up": 1.0},
@@ -289,7 +288,7 @@ def bench_runs(model_names=("decoupled", "joint"), seeds=(0, 1), epochs: int = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m helpers bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract", help="the blog's loop vs course pipeline, images and captions")
@@ -308,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("score", help="1K-test scoring of each attention model: readable vs tiled vs the floor")
     s.add_argument("--models", nargs="+", default=["decoupled", "joint", "joint_words"])
     s.add_argument("--repeats", type=int, default=1)
-    r = sub.add_parser("runs", help="training runs one after another vs side by side (helpers.parallel_runs)")
+    r = sub.add_parser("runs", help="training runs one after another vs side by side (helpers.fast.parallel)")
     r.add_argument("--models", nargs="+", default=["decoupled", "joint"])
     r.add_argument("--seeds", type=int, default=2, help="seeds per model")
     r.add_argument("--epochs", type=int, default=3)

@@ -1,0 +1,138 @@
+"""Notebook 07's tables: what the trained vectors keep of each modality (linear probes against same-size
+controls, the modality probe), whether attention points at the named object (the pointing game), and the
+verdict table of every claim of the blog beside what the course measured.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import intervals, metrics, probes
+from ..encoders import load_tokenizer
+from ..pointing import pointing_game
+from .evaluation import CLAIMED_GAIN
+from .recipes import OTHER_SEEDS, seeds_for
+from .runs import load_runs
+
+KEPT_MARGIN = 2.0   # mAP points a representation may lose against its control and still count as "kept"
+CONTROL = "PCA-128 of raw features"   # the same-size control the "kept" verdict compares with
+PROBED = ("dual", "decoupled", "joint", "blog")          # one model per flow, and the blog's module
+POINTED = ("decoupled", "joint", "blog")                 # the models whose words attend over regions
+
+
+def probe_results(feats, subset, budget: str = "cpu", model_names=PROBED) -> pd.DataFrame:
+    """Linear-probe mAP (caption-mined categories) of the raw features, of two same-size controls
+    (PCA-128 and a random 128-d projection of the raw features, `probes.same_size_controls`), and of
+    each model's image and text sides (one caption per image), and the modality-probe accuracy
+    (1.0 = image and text vectors separable, 0.5 = mixed), per seed -> DataFrame: representation,
+    seed, image mAP, text mAP, modality probe.
+
+    `joint` appears twice: its mixed vectors (what it matches with, text content included) and its
+    vectors before mixing; only the latter say what its image side keeps on its own.
+    """
+    train_fs, test_fs = feats["train"], feats["test"]
+    y_train, y_test, names = probes.category_targets(subset, train_fs, test_fs)
+
+    def probe(name, tr, te, seed, modality=True):
+        t = probes.probe_table({name: {"train": tr, "test": te}}, train_fs, test_fs, y_train, y_test, names)
+        if modality:                                                 # raw features differ in width
+            t["modality probe"] = probes.modality_probe(tr["image"], tr["text"], te["image"], te["text"])
+        return t.assign(seed=seed).rename_axis("representation").reset_index()
+
+    raw_tr = probes.raw_representations(train_fs, captions="one")
+    raw_te = probes.raw_representations(test_fs, captions="one")
+    rows = [probe("raw features", raw_tr, raw_te, -1, modality=False)]
+    for s in OTHER_SEEDS:                                             # PCA is deterministic: seed 0 only
+        for name, reps in probes.same_size_controls(raw_tr, raw_te, seed=s).items():
+            if name == CONTROL and s > 0:
+                continue
+            rows.append(probe(name, reps["train"], reps["test"], s if name != CONTROL else -1))
+    for name in model_names:
+        seeds = seeds_for(name)
+        for s, model in zip(seeds, load_runs(name, budget, seeds)):
+            for label, mixed in [(name, True)] + ([("joint (before mixing)", False)] if name == "joint" else []):
+                tr, te = (probes.representations(model, fs, captions="one", mixed=mixed) for fs in (train_fs, test_fs))
+                rows.append(probe(label, tr, te, s))
+    return pd.concat(rows, ignore_index=True)
+
+
+def kept_table(probe_df: pd.DataFrame, margin: float = KEPT_MARGIN, control: str = CONTROL) -> pd.DataFrame:
+    """Per model and modality: probe mAP minus the same-size control's mAP (and minus the raw features'),
+    in points (mAP × 100), over seeds (mean, 95% t-interval) and the verdict on "unimodal performance
+    kept" (metrics.verdict_kept against the control: no loss larger than `margin` points is credible)."""
+    raw = probe_df[probe_df.representation == "raw features"].iloc[0]
+    ref = probe_df[probe_df.representation == control].iloc[0]
+    rows = []
+    skip = {"raw features", control}
+    for name, g in probe_df[~probe_df.representation.isin(skip)].groupby("representation", sort=False):
+        for side in ("image mAP", "text mAP"):
+            s = intervals.seed_summary(100 * (g[side] - ref[side]))
+            rows.append({"model": name, "modality": side.split()[0], "raw mAP": 100 * raw[side],
+                         "control mAP": 100 * ref[side], "model mAP": 100 * g[side].mean(),
+                         "vs raw": 100 * (g[side].mean() - raw[side]),
+                         "vs control": s["mean"], "lo": s["lo"], "hi": s["hi"], "seeds": len(g),
+                         "verdict (kept)": metrics.verdict_kept(s["lo"], s["hi"], margin)})
+    return pd.DataFrame(rows)
+
+
+def pointing_results(feats, subset, budget: str = "cpu", model_names=POINTED) -> dict[str, list[pd.DataFrame]]:
+    """Pointing game per model and seed on the instance-labelled test images -> {model: [cases per seed]}."""
+    tokenizer = load_tokenizer()
+    return {name: [pointing_game(m, feats["test"], subset, tokenizer) for m in load_runs(name, budget)]
+            for name in model_names}
+
+
+def pointing_table(pointing: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Per model: hit rate and the two baselines' rates (uniform attention, centre cell), means over
+    seeds, with the number of seeds, cases and images."""
+    rows = []
+    for name, runs in pointing.items():
+        rows.append({"model": name, "seeds": len(runs),
+                     "hit_rate": np.mean([df.hit.mean() for df in runs]),
+                     "baseline_rate": runs[0].baseline.mean(), "centre_rate": runs[0].centre_hit.mean(),
+                     "cases": len(runs[0]), "images": runs[0].image_id.nunique()})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def pointing_verdicts(pointing: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Pointing-game comparisons (points, 95% interval from `intervals.honest_rate_difference`: test images
+    resampled with their cases, plus a Student-t seed term): each model against the uniform and the
+    centre-cell baselines, and decoupled against joint; verdict = metrics.verdict (better or not)."""
+    rows = []
+
+    def add(label, a_runs, a_col, b_runs, b_col):
+        r = intervals.honest_rate_difference(a_runs, a_col, b_runs, b_col)
+        rows.append({"comparison": label, "difference (points)": 100 * r["diff"], "lo": 100 * r["lo"],
+                     "hi": 100 * r["hi"], "verdict": metrics.verdict(r["lo"], r["hi"])})
+
+    for name, runs in pointing.items():
+        add(f"{name} vs uniform attention", runs, "hit", None, "baseline")
+        add(f"{name} vs centre cell", runs, "hit", None, "centre_hit")
+    if {"decoupled", "joint"} <= set(pointing):
+        add("decoupled vs joint", pointing["decoupled"], "hit", pointing["joint"], "hit")
+    return pd.DataFrame(rows)
+
+
+def verdict_table(claims: pd.DataFrame, kept: pd.DataFrame, pointing_v: pd.DataFrame) -> pd.DataFrame:
+    """The blog's claims beside what the course measured (95% intervals) and the computed verdicts."""
+    rows = []
+    for _, c in claims.iterrows():
+        unit = "%" if c["reading"] == "relative %" else " points"
+        label = f"+{CLAIMED_GAIN}% retrieval over joint training ({c['metric']}, {c['reading']}"
+        label += ", primary)" if c["primary"] else ")"
+        rows.append((label, f"decoupled vs joint {c['difference']:+.1f}{unit} [{c['lo']:+.1f}, {c['hi']:+.1f}]",
+                     c["verdict"]))
+    for side in ("image", "text"):
+        k = kept.query("model == 'decoupled' and modality == @side").iloc[0]
+        rows.append((f"unimodal performance kept ({side})",
+                     f"probe mAP vs {CONTROL} {k['vs control']:+.1f} points [{k['lo']:+.1f}, {k['hi']:+.1f}] "
+                     f"(margin {KEPT_MARGIN}; encoders frozen)", k["verdict (kept)"]))
+    p = pointing_v.set_index("comparison")
+    for label, key in [("attention points at the named object", "decoupled vs uniform attention"),
+                       ("... better than always pointing at the centre", "decoupled vs centre cell"),
+                       ("better interpretability than joint training", "decoupled vs joint")]:
+        if key in p.index:
+            r = p.loc[key]
+            rows.append((label, f"pointing game, {key}: {r['difference (points)']:+.1f} points "
+                                f"[{r['lo']:+.1f}, {r['hi']:+.1f}]", r["verdict"]))
+    return pd.DataFrame(rows, columns=["the blog claims", "the course measures (95% interval)", "verdict"])

@@ -1,0 +1,102 @@
+"""The course's recipe: which models, how many seeds, the two budgets, the learning rate and temperature the
+search chose per model, and the one function that names a run's folder after its configuration (`run_dir`).
+
+A run is a `train.TrainConfig` (whose defaults are the CPU budget); `train_config` builds the course's one
+for a model, a budget and a seed, and every run of the course, 05's to 08's, has its folder named by
+`run_dir` from that configuration alone: the same configuration, the same folder, whoever asks.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import PATHS
+from ..train import TrainConfig
+
+# The factorial (flow x head, see helpers.models) and the blog's module as written.
+MODEL_NAMES = ("dual", "dual_words", "decoupled_pooled", "decoupled", "joint", "joint_words", "blog")
+HEADLINE = ("decoupled", "joint")      # the primary comparison: the blog's claim, its two models
+HEADLINE_SEEDS = (0, 1, 2, 3, 4)       # 5 seeds for the headline models
+OTHER_SEEDS = (0, 1, 2)                # 3 for the rest of the factorial
+
+# One switch: the CPU budget (TrainConfig's defaults) runs in minutes on 2 cores; the GPU budget trains
+# longer on bigger batches. `epochs` is the most a run may take (its cosine schedule spans them); early
+# stopping ends a run once validation rSum has not improved for `patience` epochs, and the best epoch's
+# weights are kept.
+BUDGETS = {
+    "cpu": {},
+    "gpu": dict(epochs=60, patience=5, batch_size=256, lr=1e-3, device="auto"),   # CUDA, bf16 autocast
+}
+
+# The search (`helpers.pipeline.search`, `make search`): every model gets these trials, seed 0.
+GRID = {"lr": (1e-3, 3e-3), "init_temperature": (0.03, 0.1)}   # the temperature stays learnable
+IDENTITY_LEFT_OUT = ("progress",)     # TrainConfig fields that do not change what a run computes
+
+
+def seeds_for(model: str) -> tuple[int, ...]:
+    return HEADLINE_SEEDS if model in HEADLINE else OTHER_SEEDS
+
+
+def trials() -> list[dict]:
+    """Every combination of `GRID` -> [{'lr': ..., 'init_temperature': ...}, ...] (4 trials)."""
+    return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+
+
+def search_table(budget: str) -> Path:
+    """The search's committed table for a budget: notebooks/search-<budget>.csv."""
+    return PATHS.notebooks / f"search-{budget}.csv"
+
+
+def chosen(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the trial with the best validation rSum (the first one on a tie) -> indexed by model."""
+    best = table.loc[table.groupby("model", sort=False)["val rsum"].idxmax()]
+    return best.set_index("model")
+
+
+def chosen_setting(model: str, budget: str) -> dict | None:
+    """{'lr', 'init_temperature'} chosen for `model` under `budget`, or None without a search table."""
+    path = search_table(budget)
+    if not path.is_file():
+        return None
+    table = chosen(pd.read_csv(path))
+    if model not in table.index:
+        return None
+    row = table.loc[model]
+    return {"lr": float(row["lr"]), "init_temperature": float(row["init_temperature"])}
+
+
+def train_config(model: str, budget: str = "cpu", seed: int = 0, setting: dict | None = None,
+                 **overrides) -> TrainConfig:
+    """The course's training configuration for `model` under a budget ('cpu' or 'gpu'), with the learning
+    rate and initial temperature the search chose for it (`chosen_setting`), or the given `setting`
+    ({'lr', 'init_temperature'}); without either, the budget's defaults. `overrides`: TrainConfig fields."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
+    cfg = replace(TrainConfig(model=model, seed=seed, progress=False), **BUDGETS[budget])
+    setting = setting if setting is not None else chosen_setting(model, budget)
+    if setting is not None:
+        cfg = replace(cfg, lr=setting["lr"],
+                      model_overrides={**cfg.model_overrides, "init_temperature": setting["init_temperature"]})
+    return replace(cfg, **overrides)
+
+
+def run_dir(cfg: TrainConfig) -> Path:
+    """The folder of the run `cfg` defines: runs/<model>[-<what differs>]-seed<seed>-<10 hex of the
+    configuration's sha256>, e.g. runs/decoupled-seed0-3f2a..., runs/joint-25pct-seed1-...
+
+    Everything in the configuration but `IDENTITY_LEFT_OUT` goes into the hash, so two configurations share a
+    folder exactly when they train the same run; the words before it are for people (the folder's
+    config.json says the whole configuration)."""
+    identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_LEFT_OUT}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    aux = cfg.model_overrides.get("aux_weight", 0.0)
+    words = [cfg.model, cfg.loss if cfg.loss != "infonce" else "",
+             cfg.image_features if cfg.image_features != "regions" else "",
+             f"{round(100 * cfg.train_fraction)}pct" if cfg.train_fraction < 1 else "",
+             "pretrained" if cfg.init_from else "", f"w{aux:g}" if aux else ""]
+    return PATHS.runs / f"{'-'.join(w for w in words if w)}-seed{cfg.seed}-{digest[:10]}"
