@@ -12,22 +12,67 @@ import torch
 from .encoders import IMAGENET_MEAN, IMAGENET_STD
 
 
+# COCO's licence ids (captions.json "licenses"). Shown: the licence lets anyone redistribute the image (CC BY,
+# CC BY-SA, no known copyright restrictions, US Government work). Drawn: it also lets a derivative (a heatmap,
+# boxes, a crop) be published without share-alike terms binding the figure (BY-SA would).
+SHOWN_LICENCES = {4, 5, 7, 8}
+DRAWN_LICENCES = {4, 7, 8}
+
+
+def licensed(subset, image_ids, drawn: bool = False) -> list[int]:
+    """The ids among image_ids whose licence lets the course show them (drawn=True: draw over them)."""
+    allowed = DRAWN_LICENCES if drawn else SHOWN_LICENCES
+    return [int(i) for i in image_ids if int(subset.images.loc[int(i), "license"]) in allowed]
+
+
+def _licence(subset, image_id: int) -> str:
+    return subset.licenses[int(subset.images.loc[image_id, "license"])]["name"]
+
+
 def _credit(subset, image_id: int) -> str:
-    row = subset.images.loc[image_id]
-    return f"id {image_id} · {subset.licenses[row.license]['name'].replace('Attribution', 'CC BY')}"
+    return f"id {image_id} · {_licence(subset, image_id).replace('Attribution', 'CC BY')}"
+
+
+def _credit_lines(subset, image_ids, drawn: bool = False) -> list[int]:
+    """Print one credit line per image: 'shown: COCO id · licence · source', or 'not shown: ...' where the
+    licence forbids it. Returns the ids that may be shown."""
+    ok = licensed(subset, image_ids, drawn)
+    for i in image_ids:
+        print(("shown: " + subset.credit(i)) if i in ok else
+              f"not shown: COCO {i} · {_licence(subset, i)} (its licence does not allow "
+              f"{'a figure drawn over it' if drawn else 'redistribution'})")
+    return ok
+
+
+def _require_drawable(subset, image_id: int) -> None:
+    if int(image_id) not in licensed(subset, [image_id], drawn=True):
+        raise ValueError(f"image {image_id} is licensed '{_licence(subset, image_id)}', which does not allow "
+                         f"publishing a figure drawn over it; pick one of plots.licensed(subset, ids, drawn=True) "
+                         f"(licence ids {sorted(DRAWN_LICENCES)})")
+
+
+def _placeholder(ax, subset, image_id: int) -> None:
+    ax.set_facecolor("0.9"); ax.set_xticks([]); ax.set_yticks([])
+    ax.text(0.5, 0.5, f"COCO {image_id}\nnot shown:\nits licence\nforbids it", ha="center", va="center",
+            fontsize=8, transform=ax.transAxes)
 
 
 def show_images(subset, image_ids, ncols: int = 3, n_captions: int = 2, marks: dict | None = None,
                 width: float = 4.2):
-    """Grid of images, each titled with its first captions and credited (licence; Flickr URL in the table)."""
+    """Grid of images, each titled with its first captions and credited (licence inside the image, Flickr
+    URL in the printed credit lines); an image whose licence forbids showing it is a grey placeholder."""
+    ok = _credit_lines(subset, image_ids)
     nrows = -(-len(image_ids) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, width * nrows * 0.95), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, image_ids):
-        ax.imshow(subset.load_image(i))
-        caps = subset.captions_of(i)[:n_captions]
+        caps = subset.captions_of(i)[:n_captions]                 # captions are CC BY 4.0: always shown
         ax.set_title("\n".join(textwrap.fill(c, 44) for c in caps), fontsize=8)
+        if i not in ok:
+            ax.axis("on"); _placeholder(ax, subset, i)
+            continue
+        ax.imshow(subset.load_image(i))
         ax.text(0.01, 0.01, _credit(subset, i), transform=ax.transAxes, fontsize=7, va="bottom",   # inside the
                 bbox=dict(facecolor="white", alpha=0.75, lw=0, pad=1.5))                          # image: no overlap
         if marks and i in marks:
@@ -51,8 +96,11 @@ def unnormalize(x: torch.Tensor) -> np.ndarray:
     return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def compare_preprocessing(image, transforms: dict, width: float = 3.6):
-    """The original image beside what each named transform hands the network."""
+def compare_preprocessing(subset, image_id: int, transforms: dict, width: float = 3.6):
+    """The original image beside what each named transform hands the network (crops: a derivative)."""
+    _require_drawable(subset, image_id)
+    _credit_lines(subset, [image_id], drawn=True)
+    image = subset.load_image(image_id)
     fig, axes = plt.subplots(1, len(transforms) + 1, figsize=(width * (len(transforms) + 1), width))
     axes[0].imshow(image); axes[0].set_title(f"original {image.width}×{image.height}")
     for ax, (name, t) in zip(axes[1:], transforms.items()):
@@ -64,13 +112,17 @@ def compare_preprocessing(image, transforms: dict, width: float = 3.6):
     return fig
 
 
-def attention_maps(image, weights: torch.Tensor, words: list[str], grid: int = 7, ncols: int = 4,
+def attention_maps(subset, image_id: int, weights: torch.Tensor, words: list[str], grid: int = 7, ncols: int = 4,
                    width: float = 3.0, boxes: list | None = None):
-    """(T, R) attention of each word over a grid×grid map, drawn over the 224×224 image the model saw.
+    """(T, R) attention of each word over a grid×grid map, drawn over the 224×224 image the model saw;
+    refused for an image whose licence does not allow a derivative.
 
     boxes: per word, None or (B, 4) COCO boxes (x, y, w, h) in the original image's pixels (for example
     the instances of the category the word names, `pointing.word_boxes`), drawn in cyan.
     """
+    _require_drawable(subset, image_id)
+    _credit_lines(subset, [image_id], drawn=True)
+    image = subset.load_image(image_id)
     img = np.asarray(image.resize((224, 224)))
     sx, sy = 224 / image.width, 224 / image.height
     n = len(words)
@@ -107,10 +159,15 @@ def training_curves(histories: dict[str, pd.DataFrame]):
 
 
 def text_query(subset, caption: str, ranked_ids: list[int], correct_id: int, width: float = 2.6):
-    """One caption's top-k images, the correct one framed green (others red), each credited."""
+    """One caption's top-k images, the correct one framed green (others red), each credited; an image whose
+    licence forbids showing it is a grey placeholder."""
+    ok = _credit_lines(subset, ranked_ids)
     fig, axes = plt.subplots(1, len(ranked_ids), figsize=(width * len(ranked_ids), width * 1.05))
     for rank, (ax, i) in enumerate(zip(axes, ranked_ids), 1):
-        ax.imshow(subset.load_image(i).resize((224, 224)))
+        if i in ok:
+            ax.imshow(subset.load_image(i).resize((224, 224)))
+        else:
+            _placeholder(ax, subset, i)
         ax.set_xticks([]); ax.set_yticks([])
         for s in ax.spines.values():
             s.set_color("green" if i == correct_id else "red"); s.set_linewidth(4 if i == correct_id else 1)

@@ -160,11 +160,15 @@ def word_boxes(subset, image_id: int, tokens: list[str]) -> list[np.ndarray | No
     return [boxes.get(cat) if cat else None for cat in token_categories(tokens)]
 
 
-def pointing_examples(fs: FeatureSet, subset, tokenizer=None, n: int = 2, min_words: int = 2) -> list[tuple[int, int]]:
+def pointing_examples(fs: FeatureSet, subset, tokenizer=None, n: int = 2, min_words: int = 2,
+                      allowed=None) -> list[tuple[int, int]]:
     """The first n (image row, caption row) pairs of fs whose image has instance boxes and no person in
-    its captions, and whose caption names at least `min_words` categories boxed in it: maps to show."""
+    its captions, and whose caption names at least `min_words` categories boxed in it: maps to show.
+    allowed: image ids that may be drawn over (e.g. `plots.licensed(subset, ids, drawn=True)`); None: any."""
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     labelled = set(subset.instance_image_ids())
+    if allowed is not None:
+        labelled &= {int(i) for i in allowed}
     out = []
     for row in rows_without_people(subset, fs.image_ids):
         image_id = int(fs.image_ids[row])

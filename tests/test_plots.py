@@ -30,17 +30,25 @@ def test_anchor_names_are_in_a_legend_that_overlaps_no_bar_and_not_the_title():
     assert ax.get_ylim()[1] > 500.5
 
 
+class Subset:
+    """Two images licensed CC BY (id 4): shown and drawn over."""
+    images = pd.DataFrame({"license": [4, 4]}, index=[5, 6])
+    licenses = {4: {"name": "Attribution License"}}
+
+    def __init__(self, size=(64, 48)):
+        self.size = size
+
+    def load_image(self, i):
+        return Image.new("RGB", self.size)
+
+    def captions_of(self, i):
+        return ["a long caption that wraps over more than one line of the title of its image"] * 2
+
+    def credit(self, i):
+        return f"COCO {i} · Attribution License · http://flickr/{i}"
+
+
 def test_credits_sit_inside_their_image(monkeypatch):
-    class Subset:
-        images = pd.DataFrame({"license": [1, 1]}, index=[5, 6])
-        licenses = {1: {"name": "Attribution License"}}
-
-        def load_image(self, i):
-            return Image.new("RGB", (64, 48))
-
-        def captions_of(self, i):
-            return ["a long caption that wraps over more than one line of the title of its image"] * 2
-
     fig = plots.show_images(Subset(), [5, 6], ncols=1)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -52,9 +60,8 @@ def test_credits_sit_inside_their_image(monkeypatch):
 
 
 def test_word_boxes_are_drawn_on_their_word_only_and_scaled_to_224():
-    image = Image.new("RGB", (448, 224))                          # x halves, y unchanged
-    weights = torch.rand(2, 49)
-    fig = plots.attention_maps(image, weights, ["dog", "on"], ncols=2, boxes=[np.array([[100.0, 20.0, 200.0, 50.0]]), None])
+    weights = torch.rand(2, 49)                                   # the image is 448 x 224: x halves, y unchanged
+    fig = plots.attention_maps(Subset((448, 224)), 5, weights, ["dog", "on"], ncols=2, boxes=[np.array([[100.0, 20.0, 200.0, 50.0]]), None])
     first, second = fig.axes[:2]
     (rect,) = first.patches
     assert (rect.get_x(), rect.get_y(), rect.get_width(), rect.get_height()) == (50.0, 20.0, 100.0, 50.0)

@@ -163,3 +163,4 @@ def test_pointing_examples_pick_labelled_images_without_people_whose_caption_nam
             return ["[CLS]", *ids, "[SEP]"]
 
     assert pointing.pointing_examples(fs, Subset(), Tokenizer(), n=3) == [(1, 2), (3, 7)]
+    assert pointing.pointing_examples(fs, Subset(), Tokenizer(), n=3, allowed=[image_ids[3]]) == [(3, 7)]   # licensed
