@@ -93,7 +93,11 @@ def student_command(args) -> int:
     from .tools.editions import write_student_edition
 
     out = args.out or PATHS.student
-    written = write_student_edition(out=out)
+    try:
+        written = write_student_edition(out=out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"student edition: {len(written)} notebooks, {sum(written.values())} exercises to do -> {out}")
     return 0
 

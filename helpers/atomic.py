@@ -5,11 +5,13 @@ never half), and checksummed (`md5sum`).
         torch.save(state, tmp)
 
 Every file the course writes goes through `atomic_path`: checkpoints, feature caches, test rankings,
-the data copy, the results tables.
+the data copy, the results tables (`write_text`, `write_json`, `write_csv` for text), the student edition.
+`tests/test_atomic.py` scans the package's source and fails on any other write.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -35,6 +37,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically -> path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj, **dumps) -> Path:
+    """Write `json.dumps(obj, **dumps)` and a newline to `path` atomically -> path."""
+    return write_text(path, json.dumps(obj, **dumps) + "\n")
+
+
+def write_csv(table, path: str | Path, **to_csv) -> Path:
+    """Write a DataFrame as CSV (`table.to_csv(..., **to_csv)`) to `path` atomically -> path."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, **to_csv)
+    return Path(path)
 
 
 def md5sum(path: str | Path) -> str:

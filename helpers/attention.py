@@ -11,6 +11,16 @@ import torch
 from torch import nn
 
 
+def check_mask(mask: torch.Tensor, name: str = "mask") -> None:
+    """ValueError unless `mask` is a bool tensor with at least one True (a real word or region) in every row."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool tensor (True = a real word or region), got "
+                         f"{getattr(mask, 'dtype', type(mask).__name__)}; convert it with `{name} > 0` or `.bool()`")
+    if mask.numel() and not mask.any(-1).all():
+        raise ValueError(f"{name} has a row with no True: that caption or image has nothing to attend over or "
+                         f"average (the result would be NaN); drop it, or mark at least one position as real")
+
+
 class DecoupledAttention(nn.Module):
     """Each word (query) attends over the image regions (keys); nothing flows from text to image.
 
@@ -57,6 +67,11 @@ class DecoupledAttention(nn.Module):
     @staticmethod
     def _softmax(logits, text_mask, image_mask):
         """Softmax over regions; masked regions get weight 0, padded words get all-zero weights."""
+        for mask, name, size in ((text_mask, "text_mask", logits.shape[-2]), (image_mask, "image_mask", logits.shape[-1])):
+            if mask is not None:
+                check_mask(mask, name)
+                if mask.shape != (logits.shape[0], size):
+                    raise ValueError(f"{name} must be (B, {size}), got {tuple(mask.shape)}")
         if image_mask is not None:
             logits = logits.masked_fill(~image_mask[..., None, None, :], float("-inf"))
         weights = logits.softmax(dim=-1)

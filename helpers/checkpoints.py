@@ -7,13 +7,12 @@ to delete. Reading a finished run's model is `train.load_model` / `train.load_re
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_csv, write_json
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "rng", "epoch", "step", "history", "best",
                    "train_config", "model_config", "data")
@@ -65,8 +64,8 @@ def save_epoch(run_dir: Path, state: dict, best: dict) -> dict:
         save_checkpoint({**state, "best": best}, run_dir / "best.pt")   # best first: a kill between the
     save_checkpoint({**state, "best": best}, run_dir / "last.pt")       # two only repeats this epoch
     configs = {k: state[k] for k in ("train_config", "model_config", "data")}
-    pd.DataFrame(state["history"]).to_csv(run_dir / "history.csv", index=False)   # for people to read:
-    (run_dir / "config.json").write_text(json.dumps(configs, indent=2) + "\n")   # the checkpoints are the truth
+    write_csv(pd.DataFrame(state["history"]), run_dir / "history.csv", index=False)   # for people to read:
+    write_json(run_dir / "config.json", configs, indent=2)                           # the checkpoints are the truth
     return best
 
 

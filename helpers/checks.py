@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .atomic import write_json
 from .config import PATHS, course_device, encoder_pair
 
 REFERENCE_FILE = PATHS.references
@@ -112,7 +113,7 @@ def _plain(v):
 def _record(ref: str, flat: dict) -> None:
     data = _load()
     data[ref] = {k: _plain(v) for k, v in flat.items()}
-    REFERENCE_FILE.write_text(json.dumps(dict(sorted(data.items())), indent=1, ensure_ascii=False) + "\n")
+    write_json(REFERENCE_FILE, dict(sorted(data.items())), indent=1, ensure_ascii=False)
 
 
 def expect(values, ref: str, tolerance: str, budget: str = "cpu") -> None:

@@ -22,29 +22,42 @@ METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "
 
 
 def check_caption_image(caption_image, n_img: int) -> np.ndarray:
-    """(N_cap,) caption -> image rows as an int64 array; ValueError unless every caption has an image row in
-    [0, n_img) and every image has at least one caption."""
-    cap_img = np.asarray(caption_image, dtype=np.int64)
-    if (cap_img.ndim != 1 or cap_img.size == 0 or cap_img.min() < 0 or cap_img.max() >= n_img
-            or (np.bincount(cap_img, minlength=n_img) == 0).any()):
-        raise ValueError("caption_image must give each caption an image row in [0, N_img), "
-                         "and every image needs at least one caption")
-    return cap_img
+    """(N_cap,) caption -> image rows as an int64 array; ValueError unless they are integers, every caption
+    has an image row in [0, n_img) and every image has at least one caption."""
+    cap_img = caption_image.cpu().numpy() if isinstance(caption_image, torch.Tensor) else np.asarray(caption_image)
+    if cap_img.ndim != 1 or cap_img.size == 0:
+        raise ValueError(f"caption_image must be a non-empty (N_cap,) array, got shape {cap_img.shape}")
+    if cap_img.dtype.kind not in "iu":
+        raise ValueError(f"caption_image must hold integer image rows, got dtype {cap_img.dtype}; "
+                         "pass the FeatureSet's caption_image, or round your indices and convert them with .long()")
+    if cap_img.min() < 0 or cap_img.max() >= n_img:
+        raise ValueError(f"caption_image must give each caption an image row in [0, {n_img}) (and every image "
+                         f"needs at least one caption), got rows from "
+                         f"{cap_img.min()} to {cap_img.max()}; score every image the captions name (one row each)")
+    missing = np.flatnonzero(np.bincount(cap_img, minlength=n_img) == 0)
+    if missing.size:
+        raise ValueError(f"every image needs at least one caption; image rows {missing[:5].tolist()} have none "
+                         f"({missing.size} in all): score only the images your captions belong to")
+    return cap_img.astype(np.int64)
 
 
-def _check(scores: torch.Tensor, cap_img: torch.Tensor) -> None:
-    """Raise ValueError if the scores or the caption -> image indices do not fit together."""
+def check_ranking_inputs(scores: torch.Tensor, cap_img: torch.Tensor) -> None:
+    """Raise ValueError if the scores are not a finite (N_img, N_cap) tensor, or the caption -> image rows
+    do not fit them (see `check_caption_image`)."""
     if scores.ndim != 2 or cap_img.shape != (scores.shape[1],):
         raise ValueError(f"scores must be (N_img, N_cap) and caption_image (N_cap,); "
                          f"got {tuple(scores.shape)} and {tuple(cap_img.shape)}")
-    if torch.isnan(scores).any():
-        raise ValueError("scores contain NaN; a NaN would silently rank as a miss or a hit")
-    check_caption_image(cap_img.cpu().numpy(), scores.shape[0])
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"scores contain {(~torch.isfinite(scores)).sum().item()} NaN or infinite values, which "
+                         "would rank as hits or misses by accident; find where the model produced them (an empty "
+                         "mask, a division by zero) and score again")
+    check_caption_image(cap_img, scores.shape[0])
 
 
 def i2t_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """(N_img, N_cap) scores, (N_cap,) caption images -> (N_img,) rank of each image's best own caption:
     how many *other* captions score at least as high (ties count against the model), 0 = first."""
+    check_ranking_inputs(scores, cap_img)
     out = []
     for start in range(0, scores.shape[0], chunk):
         rows = torch.arange(start, min(start + chunk, scores.shape[0]), device=scores.device)
@@ -58,6 +71,7 @@ def i2t_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int = 256) -> 
 def t2i_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """(N_img, N_cap) scores, (N_cap,) caption images -> (N_cap,) rank of each caption's image: how many
     *other* images score at least as high with the caption (ties count against the model), 0 = first."""
+    check_ranking_inputs(scores, cap_img)
     out, images = [], torch.arange(scores.shape[0], device=scores.device)
     for start in range(0, scores.shape[1], chunk):
         s = scores[:, start:start + chunk]                            # (N_img, c)
@@ -70,8 +84,7 @@ def t2i_ranks(scores: torch.Tensor, cap_img: torch.Tensor, chunk: int = 256) -> 
 def ranks(scores, caption_image, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(N_img, N_cap) scores, (N_cap,) caption images -> (N_img,) i2t, (N_cap,) t2i 0-based ranks."""
     scores = torch.as_tensor(scores).float()
-    cap_img = torch.as_tensor(caption_image).long().to(scores.device)
-    _check(scores, cap_img)
+    cap_img = torch.as_tensor(caption_image).to(scores.device)
     return i2t_ranks(scores, cap_img, chunk).numpy(), t2i_ranks(scores, cap_img, chunk).numpy()
 
 

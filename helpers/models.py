@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import DecoupledAttention
+from .attention import DecoupledAttention, check_mask
 from .config import TEXT_MAX_LENGTH
 from .losses import local_consistency_loss, masked_reconstruction_loss, word_diversity_loss
 
@@ -58,7 +58,8 @@ def _proj(i: int, o: int) -> nn.Module:
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) broadcasts against x."""
+    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) bool broadcasts against x."""
+    check_mask(mask)
     m = mask.float().reshape(*mask.shape, *[1] * (x.dim() - mask.dim()))
     return (x * m).sum(dim) / m.sum(dim)
 
@@ -141,6 +142,7 @@ class FactorialModel(WordRegionModel):
         return words[:, :, None] + attended, image[:, None]                                # (Nt, 1, Ni, D)
 
     def score(self, img, txt):
+        check_mask(txt["mask"])
         text_t, image_t = self.word_vectors(txt["words"], txt["mask"], img["regions"])
         return head_scores(text_t, image_t, txt["mask"], self.cfg.head).t()
 
@@ -150,6 +152,7 @@ class FactorialModel(WordRegionModel):
         if self.cfg.flow != "both":
             raise ValueError(f"matched_vectors is for flow 'both' models; {self.cfg.name!r} has flow {self.cfg.flow!r}")
         words, mask, regions = txt["words"], txt["mask"], img["regions"]          # (B, T, D), (B, T), (B, R, D)
+        check_mask(mask)
         logits = torch.einsum("btd,brd->btr", self.attn.query(words), self.attn.key(regions)) / self.attn.temperature
         attended = torch.bmm(logits.softmax(-1), self.attn.value(regions))        # a_t: (B, T, D)
         beta_bar = logits.masked_fill(~mask[..., None], float("-inf")).softmax(1).mean(-1)   # (B, T)
@@ -246,6 +249,7 @@ class MaskedReconstructionModel(FactorialModel):
         return {"regions": self.image_proj(regions), "input": regions}
 
     def encode_texts(self, tokens, mask, pooled):
+        check_mask(mask)
         return {"words": self.text_proj(tokens), "mask": mask, "input": tokens}
 
     def rebuild(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,3 +81,28 @@ def test_temperature_sharpens(inputs):
     cold = DecoupledAttention(16, 16, 16, temperature=0.1)
     cold.load_state_dict(hot.state_dict())
     assert cold(text, image)[1].max(-1).values.mean() > hot(text, image)[1].max(-1).values.mean()
+
+
+def test_an_image_with_no_real_region_is_refused_not_nan(inputs):
+    text, image = inputs
+    attn = DecoupledAttention(16, 16, 8)
+    image_mask = torch.ones(3, 7, dtype=torch.bool)
+    image_mask[1] = False                                   # softmax over nothing: NaN weights before
+    with pytest.raises(ValueError, match="image_mask has a row with no True"):
+        attn(text, image, image_mask=image_mask)
+    text_mask = torch.ones(3, 5, dtype=torch.bool)
+    text_mask[2] = False
+    with pytest.raises(ValueError, match="text_mask has a row with no True"):
+        attn(text, image, text_mask=text_mask)
+
+
+@pytest.mark.parametrize("kind", ["text_mask", "image_mask"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_masks_must_be_bool_and_fit(inputs, kind, dtype):
+    text, image = inputs
+    attn = DecoupledAttention(16, 16, 8)
+    size = 5 if kind == "text_mask" else 7
+    with pytest.raises(ValueError, match=f"{kind} must be a bool tensor"):
+        attn(text, image, **{kind: torch.ones(3, size, dtype=dtype)})
+    with pytest.raises(ValueError, match=rf"{kind} must be \(B, {size}\)"):
+        attn(text, image, **{kind: torch.ones(3, size + 1, dtype=torch.bool)})

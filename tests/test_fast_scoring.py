@@ -99,3 +99,20 @@ def test_agreement_is_float_rounding_and_sees_a_wrong_fast_path(fs, monkeypatch,
     assert fast_scoring.agreement(model, fs) < 1e-5
     monkeypatch.setattr(fast_scoring, "batch_scores", lambda model, img, txt: model.score(img, txt) + 0.01)
     assert fast_scoring.agreement(model, fs) > 0.005
+
+
+@pytest.mark.parametrize("name", ["decoupled", "dual", "joint"])
+def test_fast_scores_refuse_empty_and_non_bool_masks(fs, name):
+    model = models.build_model(name, dim=16, **SHAPE).eval()
+    img = model.encode_images(*fs.image_batch(torch.arange(3)))
+    tokens, mask, tp = fs.text_batch(torch.arange(3))
+    empty = mask.clone()
+    empty[0] = False
+    for bad, match in ((empty, "row with no True"), (mask.float(), "must be a bool tensor")):
+        txt = model.encode_texts(tokens, bad, tp)
+        with pytest.raises(ValueError, match=match):
+            fast_scoring.batch_scores(model, img, txt)
+        if name == "joint":
+            prepared = fast_scoring.prepare_joint_images(model, img["regions"])
+            with pytest.raises(ValueError, match=match):
+                fast_scoring.joint_scores(model, txt["words"], txt["mask"], prepared)

@@ -144,3 +144,32 @@ def test_verdict_kept(lo, hi, expected):
 def test_verdict_rejects_a_non_positive_claim():
     with pytest.raises(ValueError, match="verdict_kept"):
         metrics.verdict(0.1, 0.5, claimed=0)
+
+
+@pytest.mark.parametrize("fn", [metrics.i2t_ranks, metrics.t2i_ranks])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_the_shown_rank_functions_refuse_non_finite_scores(fn, bad):
+    scores = torch.tensor(SCORES)
+    scores[1, 2] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fn(scores, torch.tensor(CAP_IMG))
+    with pytest.raises(ValueError, match="NaN or infinite"):          # all-NaN scores used to rank as perfect
+        fn(torch.full((3, 6), float("nan")), torch.tensor(CAP_IMG))
+
+
+@pytest.mark.parametrize("fn", [metrics.i2t_ranks, metrics.t2i_ranks, metrics.ranks])
+def test_rankings_refuse_caption_rows_out_of_range_or_not_integers(fn):
+    scores = torch.tensor(SCORES)
+    for rows in ([0, 0, 1, 1, 2, 3], [0, 0, 1, 1, 2, -1]):
+        with pytest.raises(ValueError, match=r"image row in \[0, 3\)"):
+            fn(scores, torch.tensor(rows))
+    with pytest.raises(ValueError, match="integer image rows"):
+        fn(scores, torch.tensor(CAP_IMG, dtype=torch.float32))
+    with pytest.raises(ValueError, match="integer image rows"):
+        fn(scores, torch.tensor([0.4, 0, 1, 1, 2, 2]))                 # .long() would have made 0.4 image 0
+
+
+def test_ranks_accept_any_integer_caption_rows():
+    for rows in (np.array(CAP_IMG, dtype=np.int32), torch.tensor(CAP_IMG, dtype=torch.int32), CAP_IMG):
+        img_rank, cap_rank = metrics.ranks(torch.tensor(SCORES), rows)
+        assert img_rank.tolist() == IMG_RANK and cap_rank.tolist() == CAP_RANK

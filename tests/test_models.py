@@ -169,3 +169,35 @@ def test_text_batch_unpacks_each_caption_and_zero_pads(fs):
         assert torch.equal(tokens[i, :n], fs.tokens[fs.offsets[r]:fs.offsets[r + 1]].float())
         assert torch.all(tokens[i, n:] == 0) and mask[i].sum() == n and not mask[i, n:].any()
     assert torch.equal(pooled, fs.text_pooled[rows].float())
+
+
+def test_masked_mean_refuses_empty_and_non_bool_masks():
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="row with no True"):        # 0 / 0 = NaN before
+        masked_mean(x, torch.tensor([[True, True, False], [False, False, False]]))
+    with pytest.raises(ValueError, match="must be a bool tensor"):    # a float mask used to be averaged as weights
+        masked_mean(x, torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("name", ["decoupled", "joint", "joint_words", "dual"])
+def test_models_refuse_empty_and_non_bool_caption_masks(name, fs):
+    model = build_model(name, **SMALL).eval()
+    regions, pooled = fs.image_batch(torch.arange(3))
+    tokens, mask, tp = fs.text_batch(torch.arange(3))
+    img = model.encode_images(regions, pooled)
+    empty = mask.clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match="row with no True"):
+        model.score(img, model.encode_texts(tokens, empty, tp))
+    with pytest.raises(ValueError, match="must be a bool tensor"):   # ~mask was a raw TypeError for "both"
+        model.score(img, model.encode_texts(tokens, mask.long(), tp))
+    if model.cfg.flow == "both":
+        with pytest.raises(ValueError, match="must be a bool tensor"):
+            model.matched_vectors(img, model.encode_texts(tokens, mask.float(), tp))
+
+
+def test_masked_reconstruction_refuses_a_float_mask(fs):
+    model = build_model("masked_reconstruction", **SMALL)
+    tokens, mask, tp = fs.text_batch(torch.arange(3))
+    with pytest.raises(ValueError, match="must be a bool tensor"):
+        model.encode_texts(tokens, mask.float(), tp)

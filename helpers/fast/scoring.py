@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models import Scoring
+from ..models import Scoring, check_mask
 from ..models import score_all as readable_score_all
 
 WORD_TILE = 2048     # word rows per tile (whole captions); with IMAGE_TILE, a tile's logits are ~3 MB
@@ -128,6 +128,7 @@ def joint_scores(model, words: torch.Tensor, mask: torch.Tensor, prepared: dict,
     exponentiated once. A tile where some row's sum falls below 1e-20 (logits spread over more than ~46,
     where float32 would start losing digits) is recomputed with two separate softmaxes.
     """
+    check_mask(mask)
     image_tile = image_tile or IMAGE_TILE
     attn = model.attn
     keys, values, mean = prepared["keys"], prepared["values"], prepared["mean"]
@@ -263,6 +264,7 @@ def batch_scores(model, img: dict, txt: dict) -> torch.Tensor:
     the model's configuration (flow, head, value, mask_padding)."""
     cfg = model.cfg
     words, mask, regions = txt["words"], txt["mask"], img["regions"]
+    check_mask(mask)
     (nt, t, d), ni = words.shape, len(regions)
     w_norm = words.norm(dim=-1).reshape(1, nt * t)
     if cfg.flow == "none":                                                      # image_t = v̄ for every word

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import intervals, metrics
+from ..atomic import write_text
 from ..config import PATHS
 from .recipes import HEADLINE, MODEL_NAMES
 
@@ -120,9 +121,6 @@ def write_results(results: pd.DataFrame, claims: pd.DataFrame, factorial: pd.Dat
                   folder: Path | None = None) -> Path:
     """results/retrieval.json, claims.json, factorial.json and table.md."""
     folder = Path(folder or PATHS.results)
-    folder.mkdir(parents=True, exist_ok=True)
-    results.to_json(folder / "retrieval.json", orient="records", indent=1)
-    claims.to_json(folder / "claims.json", orient="records", indent=1)
-    factorial.to_json(folder / "factorial.json", orient="records", indent=1)
-    (folder / "table.md").write_text(markdown_table(results, claims, factorial) + "\n")
-    return folder / "table.md"
+    for name, table in (("retrieval", results), ("claims", claims), ("factorial", factorial)):
+        write_text(folder / f"{name}.json", table.to_json(orient="records", indent=1))
+    return write_text(folder / "table.md", markdown_table(results, claims, factorial) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..atomic import write_csv
 from ..checks import TOLERANCES
 from ..train import TrainResult
 from .recipes import GRID, chosen, search_table, train_config, trials
@@ -37,7 +38,7 @@ def write_search(table: pd.DataFrame, budget: str) -> pd.DataFrame:
     if path.is_file():
         old = pd.read_csv(path)
         table = pd.concat([old[~old.model.isin(table.model.unique())], table], ignore_index=True)
-    table.to_csv(path, index=False)
+    write_csv(table, path, index=False)
     return table
 
 

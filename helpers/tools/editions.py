@@ -20,6 +20,9 @@ This is nbgrader's convention (its `ClearSolutions` preprocessor does the same),
 lines so that the course does not pull in nbgrader's server-side dependencies (a database, a web app).
 Because the markers are nbgrader's, the notebooks can move to nbgrader later (it also wants each such
 cell marked as a solution cell in its cell metadata).
+
+The edition's folder holds a marker file, MARKER; the edition is written only into a new or empty folder or
+over an earlier edition (never into notebooks/, the repository's root or a folder of other files).
 """
 from __future__ import annotations
 
@@ -27,10 +30,12 @@ from pathlib import Path
 
 import nbformat
 
+from ..atomic import write_text
 from ..config import PATHS
 
 BEGIN, END = "BEGIN SOLUTION", "END SOLUTION"        # nbgrader's delimiters, found anywhere in a line
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+MARKER = ".student-edition"      # in the edition's folder: what `write_student_edition` may write over
 
 
 def clear_solutions(source: str) -> str:
@@ -69,15 +74,31 @@ def student_notebook(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, 
     return nb, cleared
 
 
+def check_edition_folder(out: Path, notebooks: Path) -> None:
+    """ValueError unless `out` may receive the student edition: not the notebooks' folder, the repository's
+    root or a file, and either missing, empty or an earlier edition (it holds MARKER)."""
+    out = Path(out).resolve()
+    if out in (Path(notebooks).resolve(), PATHS.notebooks.resolve(), PATHS.root.resolve()):
+        raise ValueError(f"--out {out} is the course's notebooks or repository folder: the student edition "
+                         f"would overwrite the instructor notebooks; pass a folder of its own, e.g. {PATHS.student}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; pass a folder for the student edition")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ValueError(f"--out {out} already holds files and is not an earlier student edition (no {MARKER} "
+                         f"in it); pass a new or empty folder, or move those files away first")
+
+
 def write_student_edition(notebooks: Path | None = None, out: Path | None = None) -> dict[Path, int]:
     """Write the student edition of every notebook `NN_*.ipynb` in `notebooks` (default: the course's) to
     `out` (default: student/, git-ignored) -> {file written: number of exercise cells cleared in it}."""
     notebooks, out = Path(notebooks or PATHS.notebooks), Path(out or PATHS.student)
-    out.mkdir(parents=True, exist_ok=True)
+    check_edition_folder(out, notebooks)
+    write_text(out / MARKER, "The student edition of the course, written by `python -m helpers student`.\n")
     written = {}
     for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
         nb, cleared = student_notebook(nbformat.read(path, as_version=nbformat.NO_CONVERT))
         nbformat.validate(nb)
-        nbformat.write(nb, out / path.name)
+        text = nbformat.writes(nb)
+        write_text(out / path.name, text if text.endswith("\n") else text + "\n")   # as nbformat.write ends it
         written[out / path.name] = cleared
     return written
