@@ -2,7 +2,9 @@
 
 `python -m helpers.data prepare` puts the subset at `data/coco-subset/` from, in this order:
 an existing valid copy, the folder named by COCO_SUBSET_DIR, the local mirror `../shared/coco-subset`,
-or a download from the official COCO servers. `python -m helpers.data verify` checks every image.
+or a download from the official COCO servers, each file from the first source that has it with its
+committed md5 (`file_md5` in data/subset_images.csv, MIRROR_MD5 below). `python -m helpers.data verify`
+checks every file's md5 and the image count against that list, and that every image decodes.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import contextlib
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -22,9 +25,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import PATHS
 from .atomic import atomic_path, md5sum
-from .download import check_file_name, download_subset
+from .download import DownloadError, check_file_name, download_subset
 
 IDS_CSV = PATHS.data / "subset_images.csv"   # committed: ids, checksums, has_instances, split
+# md5 of the shared mirror's other files (computed from ../shared/coco-subset); images: `file_md5` in IDS_CSV
+MIRROR_MD5 = {"manifest.csv": "b6f4c5e66c07687b6857f0a3b9dc97ec",
+              "annotations/captions.json": "a711b170dfe56fcd2be971ded962e0a6",
+              "annotations/instances.json": "43f40f564e5722ef0aa988e36409ffd2"}
+DOWNLOAD_RECORD = "downloaded.md5"           # in a copy built by the download: the md5 of each file it wrote
 N_TEST, N_VAL = 1000, 250                    # the 1K retrieval protocol; the rest trains
 FIX = "run `python -m helpers.data prepare` (it copies the subset from ../shared/coco-subset, " \
       "the folder in COCO_SUBSET_DIR, or downloads it from the COCO servers)"
@@ -34,23 +42,213 @@ class SubsetError(RuntimeError):
     """The prepared subset is missing or damaged; the message says how to fix it."""
 
 
+class UnsafeFileName(SubsetError, ValueError):
+    """A file name in a list of files could leave its folder."""
+
+
 # ---------------------------------------------------------------------------------- prepare / verify
 
-def _bad_files(folder: Path, manifest: pd.DataFrame, check_md5: bool = True, decode: bool = False) -> list[str]:
-    """File names in `manifest` that are missing, have the wrong size/md5, or do not decode."""
-    bad = []
-    for row in manifest.itertuples():
-        path = folder / "images" / check_file_name(row.file_name)
-        if not path.is_file() or path.stat().st_size != row.file_bytes or \
-                (check_md5 and md5sum(path) != row.file_md5):
-            bad.append(row.file_name)
-        elif decode:
+def _safe(name: str, where: Path) -> str:
+    """`name` if it is a plain file name; else UnsafeFileName naming `where`, the file that carries it."""
+    try:
+        return check_file_name(name)
+    except ValueError as e:
+        raise UnsafeFileName(f"{where}: {e}") from None
+
+
+def _committed() -> dict[str, str]:
+    """Relative path -> md5 of every file of the subset, from the committed id list and MIRROR_MD5."""
+    ids = pd.read_csv(IDS_CSV, dtype=str)
+    images = {"images/" + _safe(n, IDS_CSV): m for n, m in zip(ids["file_name"], ids["file_md5"])}
+    return {**MIRROR_MD5, **images}
+
+
+def _recorded(dest: Path, committed: dict[str, str]) -> dict[str, str] | None:
+    """The md5s a download recorded in `dest` (None if none, or if they do not cover the committed images)."""
+    try:
+        lines = (dest / DOWNLOAD_RECORD).read_text().splitlines()
+    except OSError:
+        return None
+    record = dict(reversed(line.split("  ", 1)) for line in lines if "  " in line)
+    same_images = {r for r in record if r.startswith("images/")} == {r for r in committed if r.startswith("images/")}
+    return record if same_images and set(MIRROR_MD5) <= set(record) else None
+
+
+def _reference(dest: Path) -> dict[str, str]:
+    """What every file of `dest` must hash to: the committed md5s, or those a download recorded there."""
+    committed = _committed()
+    return _recorded(dest, committed) or committed
+
+
+def _names_in(path: Path) -> list[str]:
+    """The file names a manifest (CSV) or an annotation file (COCO JSON) lists."""
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype=str).get("file_name", pd.Series(dtype=str)).tolist()
+    return [im["file_name"] for im in _read_json(path).get("images", [])]
+
+
+def _problem(path: Path, md5: str) -> str | None:
+    """Why the file at `path` is not the one with `md5` (None if it is)."""
+    if not path.is_file():
+        return f"{path} is missing"
+    actual = md5sum(path)
+    if actual != md5:
+        return f"{path} is damaged or truncated (md5 {actual}, expected {md5}; {path.stat().st_size} bytes)"
+    return None
+
+
+def _decodes(path: Path) -> bool:
+    """True if the image at `path` decodes."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
+def _bad_files(dest: Path, reference: dict[str, str]) -> list[str]:
+    """Relative paths in `reference` whose file in `dest` is missing or has another md5."""
+    return [rel for rel, md5 in reference.items() if _problem(dest / rel, md5)]
+
+
+def remove_temporary_files(dest: Path) -> list[Path]:
+    """Delete the temporary files a killed write left in `dest` (atomic_path's `.<name>.*.tmp*`)."""
+    leftovers = [p for sub in ["", "images", "annotations"] for p in (dest / sub).glob(".*.tmp*") if p.is_file()]
+    for p in leftovers:
+        p.unlink()
+    return leftovers
+
+
+def _sources(dest: Path) -> list[tuple[Path, str]]:
+    """The mirrors prepare copies from, in order: COCO_SUBSET_DIR (rejected if it is not a folder), the local
+    mirror beside the checkout (if there); never `dest` itself."""
+    out = []
+    env = os.environ.get("COCO_SUBSET_DIR")
+    if env:
+        if not Path(env).is_dir():
+            raise SubsetError(f"COCO_SUBSET_DIR={env} is not a folder; set it to a copy of the subset (the folder "
+                              "that holds manifest.csv, annotations/ and images/), or unset it to use "
+                              "../shared/coco-subset or the download")
+        out.append((Path(env), "COCO_SUBSET_DIR"))
+    if PATHS.shared_mirror.is_dir():
+        out.append((PATHS.shared_mirror, "local mirror"))
+    return [(s, label) for s, label in out if s.resolve() != dest.resolve()]
+
+
+def _copy_good(rel: str, md5: str, sources: list[tuple[Path, str]], dest: Path) -> tuple[str | None, list[str]]:
+    """Copy `rel` from the first source whose file has `md5` (and, for a list of files, only safe names);
+    returns the label of that source (None if none had it) and what was wrong with the others."""
+    problems = []
+    for source, label in sources:
+        src = source / rel
+        problem = _problem(src, md5)
+        if problem is None and rel.endswith((".csv", ".json")):
             try:
-                with Image.open(path) as im:
-                    im.load()
-            except (OSError, UnidentifiedImageError):
-                bad.append(row.file_name)
-    return bad
+                for name in _names_in(src):
+                    _safe(name, src)
+            except (SubsetError, ValueError) as e:     # an unsafe name, or a file that does not parse
+                problem = str(e)
+        if problem:
+            problems.append(f"{label}: {problem}")
+            continue
+        with atomic_path(dest / rel) as tmp:
+            shutil.copyfile(src, tmp)
+        return label, problems
+    return None, problems
+
+
+def _download(dest: Path, bad: list[str], download_url: str | None, progress: bool) -> None:
+    """Build `dest` by downloading (keeping the images that are right), then record the md5 of what it wrote."""
+    for rel in bad:
+        if rel.startswith("images/"):          # a damaged image could still decode: the download would keep it
+            (dest / rel).unlink(missing_ok=True)
+    download_subset(dest, IDS_CSV, **({"base_url": download_url} if download_url else {}), progress=progress)
+    record = "".join(f"{md5sum(dest / rel)}  {rel}\n" for rel in _committed())
+    with atomic_path(dest / DOWNLOAD_RECORD) as tmp:
+        tmp.write_text(record)
+
+
+def prepare(dest: Path | None = None, download_url: str | None = None, progress: bool = True) -> str:
+    """Make `dest` (default data/coco-subset) a valid copy of the subset: every file whose md5 is not the
+    committed one is taken from the next good source; returns where the files came from."""
+    dest = Path(dest or PATHS.subset)
+    reference = _reference(dest)               # checks every committed name before a byte is written
+    sources = _sources(dest)
+    remove_temporary_files(dest)
+    bad = _bad_files(dest, reference)
+    if not bad:
+        return f"existing copy at {dest}"
+    taken, problems, left = {}, {}, []
+    for rel in bad:
+        label, problems[rel] = _copy_good(rel, reference[rel], sources, dest)
+        if label:
+            taken.setdefault(label, []).append(rel)
+        else:
+            left.append(rel)
+    for source, _ in sources:
+        if not (dest / "SOURCES.md").is_file() and (source / "SOURCES.md").is_file():
+            with atomic_path(dest / "SOURCES.md") as tmp:
+                shutil.copyfile(source / "SOURCES.md", tmp)
+    where = {label: source for source, label in sources}
+    done = "; ".join(f"copied {sum(r.startswith('images/') for r in rels)} images and "
+                     f"{sum(not r.startswith('images/') for r in rels)} other files from the {label} {where[label]}"
+                     for label, rels in taken.items())
+    if not left:
+        return done
+    try:
+        _download(dest, left, download_url, progress)
+    except (DownloadError, OSError, ValueError) as e:
+        named = "; ".join(f"{rel} ({', '.join(problems[rel]) or 'no mirror found'})" for rel in left[:5])
+        raise SubsetError(
+            f"could not repair {len(left)} file(s) of {dest}: {named}{' ...' if len(left) > 5 else ''}; the "
+            f"download failed too ({e}). Put good copies of those files in a mirror (or set COCO_SUBSET_DIR to "
+            f"a good copy of the subset), or connect to the internet, then rerun `python -m helpers.data "
+            f"prepare`; the {len(reference) - len(left)} good files are kept"
+            + (f" ({done})" if done else "")) from None
+    return (done + "; " if done else "") + \
+        f"downloaded {len(left)} files from {download_url or 'the official COCO servers'}"
+
+
+@dataclass
+class VerifyReport:
+    n_images: int
+    bad: list[str]
+    n_files: int = 0          # images + annotation files + manifest
+
+    def __str__(self) -> str:
+        if not self.bad:
+            return f"OK: {self.n_images} images present, md5 as in the manifest, all decode"
+        images = all(not b.startswith(("manifest", "annotations")) for b in self.bad)
+        of = f"{self.n_images} images" if images else f"{self.n_files or self.n_images} files"
+        return f"FAILED: {len(self.bad)} of {of} missing, changed or unreadable " \
+               f"(first: {', '.join(self.bad[:5])}); {FIX}"
+
+
+def verify(dest: Path | None = None) -> VerifyReport:
+    """Check every file of the subset (images, annotation files, manifest) against the committed md5s and
+    the image count against the committed id list; every image must decode."""
+    dest = Path(dest or PATHS.subset)
+    if not _is_subset(dest):
+        raise SubsetError(f"COCO subset not found at {dest}; {FIX}")
+    reference = _reference(dest)
+    n_images = sum(rel.startswith("images/") for rel in reference)
+    bad = []
+    try:
+        n_rows = len(pd.read_csv(dest / "manifest.csv", dtype=str)["file_name"])
+    except (ValueError, KeyError, pd.errors.ParserError):
+        n_rows = None
+    for rel, md5 in reference.items():
+        path = dest / rel
+        name = rel.removeprefix("images/")
+        if rel == "manifest.csv" and n_rows != n_images:
+            bad.append(f"manifest.csv ({n_rows if n_rows is not None else 'no'} rows; the committed id list "
+                       f"{IDS_CSV.name} has {n_images})")
+        elif _problem(path, md5):
+            bad.append(name if rel.startswith("images/") else f"{rel} (changed or truncated)")
+        elif rel.startswith("images/") and not _decodes(path):
+            bad.append(name)
+    return VerifyReport(n_images, bad, len(reference))
 
 
 def _is_subset(folder: Path | None) -> bool:
@@ -58,65 +256,27 @@ def _is_subset(folder: Path | None) -> bool:
         (folder / "annotations" / "captions.json").is_file()
 
 
-def _copy_from(source: Path, dest: Path) -> int:
-    """Copy the subset from `source` into `dest`, only files that are missing or wrong; returns how many."""
-    manifest = pd.read_csv(source / "manifest.csv")
-    (dest / "images").mkdir(parents=True, exist_ok=True)
-    (dest / "annotations").mkdir(exist_ok=True)
-    todo = _bad_files(dest, manifest) if (dest / "manifest.csv").is_file() else list(manifest.file_name)
-    for name in todo:
-        with atomic_path(dest / "images" / name) as tmp:
-            shutil.copyfile(source / "images" / name, tmp)
-    for rel in ["annotations/captions.json", "annotations/instances.json", "SOURCES.md", "manifest.csv"]:
-        if (source / rel).is_file():
-            with atomic_path(dest / rel) as tmp:
-                shutil.copyfile(source / rel, tmp)
-    return len(todo)
-
-
-def prepare(dest: Path | None = None, download_url: str | None = None, progress: bool = True) -> str:
-    """Make `dest` (default data/coco-subset) a valid copy of the subset; returns where it came from."""
-    dest = Path(dest or PATHS.subset)
-    if _is_subset(dest) and not _bad_files(dest, pd.read_csv(dest / "manifest.csv"), check_md5=False):
-        return f"existing copy at {dest}"
-    env = os.environ.get("COCO_SUBSET_DIR")
-    for source, label in [(Path(env) if env else None, "COCO_SUBSET_DIR"), (PATHS.shared_mirror, "local mirror")]:
-        if _is_subset(source) and source.resolve() != dest.resolve():
-            n = _copy_from(source, dest)
-            return f"copied {n} images from the {label} {source}"
-    download_subset(dest, IDS_CSV, **({"base_url": download_url} if download_url else {}), progress=progress)
-    return f"downloaded from {download_url or 'the official COCO servers'}"
-
-
-@dataclass
-class VerifyReport:
-    n_images: int
-    bad: list[str]
-
-    def __str__(self) -> str:
-        if not self.bad:
-            return f"OK: {self.n_images} images present, md5 as in the manifest, all decode"
-        return f"FAILED: {len(self.bad)} of {self.n_images} images missing, changed or unreadable " \
-               f"(first: {', '.join(self.bad[:5])}); {FIX}"
-
-
-def verify(dest: Path | None = None) -> VerifyReport:
-    """Check every image of the subset against its manifest: present, md5, decodes."""
-    dest = Path(dest or PATHS.subset)
-    if not _is_subset(dest):
-        raise SubsetError(f"COCO subset not found at {dest}; {FIX}")
-    manifest = pd.read_csv(dest / "manifest.csv")
-    return VerifyReport(len(manifest), _bad_files(dest, manifest, check_md5=True, decode=True))
+def _read_json(path: Path) -> dict:
+    """A JSON file's content; a SubsetError naming the file and the fix if it does not parse."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SubsetError(f"{path} is not valid JSON ({e}): the file is damaged or truncated; {FIX}") from None
 
 
 # ---------------------------------------------------------------------------------------- loading
 
 def quiet_coco(annotation_file: Path):
-    """pycocotools.COCO without its 'loading annotations... Done (t=...)' chatter."""
+    """pycocotools.COCO without its 'loading annotations... Done (t=...)' chatter; a SubsetError naming the
+    file if it is not valid JSON."""
     from pycocotools.coco import COCO
 
+    dataset = _read_json(annotation_file)
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(annotation_file))
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+    return coco
 
 
 class CocoSubset:
@@ -131,7 +291,7 @@ class CocoSubset:
         self.instances = quiet_coco(inst) if inst.is_file() else None
         self.images = pd.DataFrame(self.coco.dataset["images"]).set_index("id").sort_index()
         for name in self.images.file_name:
-            check_file_name(name)
+            _safe(name, self.root / "annotations" / "captions.json")
         caps = pd.DataFrame(self.coco.dataset["annotations"]).rename(columns={"id": "caption_id"})
         orphans = caps[~caps.image_id.isin(self.images.index)]
         if len(orphans):
@@ -306,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--dest", type=Path)
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        print(f"COCO subset ready at {args.dest or PATHS.subset}: {prepare(args.dest, args.download_url)}")
+        try:
+            print(f"COCO subset ready at {args.dest or PATHS.subset}: {prepare(args.dest, args.download_url)}")
+        except SubsetError as e:
+            print(e, file=sys.stderr)
+            return 1
         return 0
     try:
         report = verify(args.dest)

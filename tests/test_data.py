@@ -31,9 +31,22 @@ def make_subset(root, modes=("RGB", "L", "CMYK")):
     return root
 
 
+def commit(monkeypatch, root, ids_csv):
+    """Make `root`'s files the committed reference: an ids CSV of its images, MIRROR_MD5 of its other files;
+    no local mirror beside the checkout."""
+    manifest = pd.read_csv(root / "manifest.csv")
+    manifest[["image_id", "file_name", "file_md5"]].assign(split="train").to_csv(ids_csv, index=False)
+    monkeypatch.setattr(data, "IDS_CSV", ids_csv)
+    other = ["manifest.csv", "annotations/captions.json"]
+    monkeypatch.setattr(data, "MIRROR_MD5", {rel: md5sum(root / rel) for rel in other})
+    monkeypatch.setattr(data.PATHS.__class__, "shared_mirror", property(lambda self: root.parent / "no-mirror"))
+
+
 @pytest.fixture
-def subset_dir(tmp_path):
-    return make_subset(tmp_path / "subset")
+def subset_dir(tmp_path, monkeypatch):
+    root = make_subset(tmp_path / "subset")
+    commit(monkeypatch, root, tmp_path / "ids.csv")
+    return root
 
 
 def test_missing_folder_says_how_to_get_it(tmp_path):
@@ -156,3 +169,10 @@ def test_without_people_keeps_the_order_and_drops_images_whose_captions_name_a_p
 def test_rows_without_people_are_positions(subset_dir):
     subset = data.load_subset(subset_dir)
     assert data.rows_without_people(subset, [2, 3, 1]) == [1, 2]
+
+
+def test_command_line_prepare_names_a_mistyped_coco_subset_dir_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COCO_SUBSET_DIR", str(tmp_path / "typo"))
+    assert data.main(["prepare", "--dest", str(tmp_path / "dest")]) == 1
+    assert f"COCO_SUBSET_DIR={tmp_path / 'typo'} is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "dest").exists()

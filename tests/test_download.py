@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import data
 from helpers.download import DownloadError, check_file_name, download_subset, downscale, fetch, save_jpeg
 
 
@@ -277,3 +278,21 @@ def test_save_jpeg_is_atomic_and_quality_85(tmp_path):
     with Image.open(path) as im:
         assert (im.format, im.size) == ("JPEG", (32, 16))
     assert [p.name for p in tmp_path.iterdir()] == ["x.jpg"]
+
+
+def test_prepare_falls_back_to_the_download_and_checks_the_copy_against_what_it_recorded(server, tmp_path,
+                                                                                          monkeypatch):
+    ids_csv = make_fake_coco(server, tmp_path)
+    monkeypatch.setattr(data, "IDS_CSV", ids_csv)
+    monkeypatch.delenv("COCO_SUBSET_DIR", raising=False)
+    monkeypatch.setattr(data.PATHS.__class__, "shared_mirror", property(lambda _: tmp_path / "no-mirror"))
+    dest = tmp_path / "data" / "coco-subset"
+    assert data.prepare(dest, download_url=server.url, progress=False) == f"downloaded 6 files from {server.url}"
+    assert str(data.verify(dest)) == "OK: 3 images present, md5 as in the manifest, all decode"
+    assert data.prepare(dest, download_url=server.url, progress=False) == f"existing copy at {dest}"
+    captions = dest / "annotations" / "captions.json"
+    captions.write_bytes(captions.read_bytes()[:50])
+    assert data.verify(dest).bad == ["annotations/captions.json (changed or truncated)"]
+    server.requests.clear()
+    assert data.prepare(dest, download_url=server.url, progress=False) == f"downloaded 1 files from {server.url}"
+    assert server.requests == [] and data.verify(dest).bad == []   # the zip was kept: no image downloaded again
