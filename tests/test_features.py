@@ -169,7 +169,8 @@ def test_image_cache_hit_skips_the_encoder(subset, image_encoder, tmp_path):
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     (path,) = tmp_path.glob("*.safetensors")
     assert path.name.startswith("image-mobilenet_v2-")
-    key = image_cache_key(image_encoder.choice, blog_transform(), ids, kernels="onednn-graph")
+    key = image_cache_key(image_encoder.choice, blog_transform(), ids, feature_cache.image_md5s(subset, ids),
+                          kernels="onednn-graph")
     assert path == cache_file(key, tmp_path)
 
 
@@ -217,7 +218,7 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(subset, image_encoder, tmp
     good = cached_image_features(subset, ids, image_encoder, cache_dir=tmp_path, num_workers=0, progress=False)
     path = _first_cache_file(tmp_path)
     path.write_bytes(path.read_bytes()[:1000])               # truncated, as after a crash or full disk
-    with CallCounter(image_encoder) as calls, pytest.warns(UserWarning, match="is corrupt"):
+    with CallCounter(image_encoder) as calls, pytest.warns(UserWarning, match="is unreadable, truncated"):
         again = cached_image_features(subset, ids, image_encoder, cache_dir=tmp_path, num_workers=0, progress=False)
     assert calls.n > 0 and torch.equal(again[1], good[1])
     with warnings.catch_warnings():                          # and the rebuilt file now reads cleanly
@@ -229,10 +230,11 @@ def test_wrong_shapes_or_stale_key_are_rebuilt_with_a_warning(subset, image_enco
     ids = subset.image_ids[:2]
     cached_image_features(subset, ids, image_encoder, cache_dir=tmp_path, num_workers=0, progress=False)
     path = _first_cache_file(tmp_path)
-    key = image_cache_key(image_encoder.choice, blog_transform(), ids, kernels="onednn-graph")
+    key = image_cache_key(image_encoder.choice, blog_transform(), ids, feature_cache.image_md5s(subset, ids),
+                          kernels="onednn-graph")
     bad = {"regions": torch.zeros(2, 49, 7, dtype=torch.float16), "pooled": torch.zeros(2, 7, dtype=torch.float16),
            "image_ids": torch.tensor(ids)}
-    save_file(bad, str(path), metadata={"key": json.dumps(key, sort_keys=True)})
+    feature_cache.save_cache(path, bad, key)
     with pytest.warns(UserWarning, match=r"corrupt \(shapes"):
         regions, _ = cached_image_features(subset, ids, image_encoder, cache_dir=tmp_path, num_workers=0,
                                            progress=False)

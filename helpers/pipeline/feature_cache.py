@@ -3,21 +3,27 @@ built from it (`load_course_features`).
 
 One safetensors file per (modality, encoder, weights, preprocessing, inputs, precision). The file
 name carries a short hash of that key and the file's metadata the full key, so a changed setting
-never reads old features; a damaged or stale file is reported and rebuilt, never loaded.
+never reads old features. The inputs are the images' md5s (a repaired image is a new key) or the
+captions. Each tensor's sha256 is stored with it and checked on load, with an all-finite check; a
+damaged, unreadable or stale file is reported by name and rebuilt, never loaded. Temporary files of
+a killed write, and files of an older CACHE_FORMAT, are removed when the cache is next used.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, md5sum
 from ..config import PATHS, TEXT_MAX_LENGTH, course_device, get_device
 from ..data import load_subset
 from ..encoders import (IMAGE_BACKBONES, blog_transform, file_identity, load_image_encoder, load_text_encoder,
@@ -25,7 +31,14 @@ from ..encoders import (IMAGE_BACKBONES, blog_transform, file_identity, load_ima
 from ..fast.extraction import amp_on, extract_image_features, extract_text_features, use_graph
 from ..features import FeatureSet
 
-CACHE_FORMAT = 1    # bump when the layout of the cache files changes: every old file becomes stale
+try:                # flock marks a write in progress: a tidy-up removes only the temp files of dead writes
+    import fcntl
+except ImportError:  # Windows: a temp file untouched for TEMP_MAX_AGE_S is taken as dead
+    fcntl = None
+
+CACHE_FORMAT = 2    # bump when the layout of the cache files changes: every old file becomes stale (and is removed)
+TEMP_MAX_AGE_S = 3600
+TEMP_GLOB = ".*.safetensors.*.tmp.safetensors"   # atomic_path's temp names: .<final name>.<random>.tmp.safetensors
 
 
 def _digest(obj) -> str:
@@ -36,13 +49,51 @@ def _compute_dtype(device: torch.device, amp: bool | None) -> str:
     return "float32" if not amp_on(device, amp) else ("autocast-float16" if device.type == "cuda" else "autocast-bfloat16")
 
 
-def image_cache_key(choice, transform, image_ids: list[int], compute_dtype: str = "float32",
+@lru_cache(maxsize=16384)
+def _file_md5(path: str, size: int, mtime_ns: int) -> str:
+    return md5sum(path)
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes, memoised per (path, size, mtime)."""
+    st = Path(path).stat()
+    return _file_md5(str(path), st.st_size, st.st_mtime_ns)
+
+
+def manifest_md5(subset) -> dict[int, tuple[str, int]]:
+    """{image id: (file_md5, file_bytes)} from the subset's manifest.csv (what `data.verify` checks the files
+    against); {} for a subset without one."""
+    path = Path(subset.root) / "manifest.csv" if hasattr(subset, "root") else None
+    if path is None or not path.is_file():
+        return {}
+    m = pd.read_csv(path, usecols=lambda c: c in {"image_id", "file_md5", "file_bytes"})
+    sizes = m.file_bytes if "file_bytes" in m else [-1] * len(m)
+    return {int(i): (str(h), int(b)) for i, h, b in zip(m.image_id, m.file_md5, sizes)}
+
+
+def image_md5s(subset, image_ids: list[int]) -> list[str]:
+    """The md5 of each image's file: the manifest's when the file has the manifest's size, else hashed from
+    the file (no manifest, an id it lacks, or a file of another size: damaged or replaced)."""
+    known = manifest_md5(subset)
+    out = []
+    for i in image_ids:
+        path = subset.image_path(int(i))
+        md5, size = known.get(int(i), (None, -1))
+        fits = md5 is not None and (size < 0 or path.stat().st_size == size)
+        out.append(md5 if fits else file_md5(path))
+    return out
+
+
+def image_cache_key(choice, transform, image_ids: list[int], image_md5: list[str], compute_dtype: str = "float32",
                     kernels: str = "eager") -> dict:
-    """Everything the image features depend on: backbone, weights file (name, size, md5), transform, ids,
-    dtypes, and the kernels ('onednn-graph' or 'eager': equal up to rounding, but not bit for bit)."""
+    """Everything the image features depend on: backbone, weights file (name, size, md5), transform, the ids
+    and md5s of the images, dtypes, and the kernels ('onednn-graph' or 'eager': equal up to rounding, but
+    not bit for bit)."""
+    if len(image_md5) != len(image_ids):
+        raise ValueError(f"{len(image_ids)} image ids but {len(image_md5)} md5s; pass one md5 per image")
     return {"format": CACHE_FORMAT, "kind": "image", "backbone": choice.name,
             "weights": file_identity(choice.weights_file), "transform": repr(transform),
-            "ids_sha256": _digest([int(i) for i in image_ids]), "n": len(image_ids),
+            "images_sha256": _digest([[int(i), str(h)] for i, h in zip(image_ids, image_md5)]), "n": len(image_ids),
             "compute_dtype": compute_dtype, "kernels": kernels, "dtype": "float16"}
 
 
@@ -62,35 +113,138 @@ def cache_file(key: dict, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or PATHS.cache) / f"{key['kind']}-{name}-{_digest(key)[:12]}.safetensors"
 
 
+def tensor_sha256(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{t.dtype} {tuple(t.shape)} ".encode())
+    h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN or inf in a floating tensor: its min and max are finite (both propagate NaN; one pass, no copy)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def _lock(tmp: Path):
+    """An open file holding an exclusive flock on `tmp` (None without fcntl): a tidy-up leaves it alone."""
+    if fcntl is None:
+        return None
+    f = open(tmp, "rb")
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    return f
+
+
 def save_cache(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> Path:
-    """Write `tensors` + the full key to `path` (atomically: `atomic.atomic_path`)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"key": json.dumps(key, sort_keys=True)})
+    """Write `tensors`, the full key and each tensor's sha256 to `path` (atomically: `atomic.atomic_path`;
+    the temp file is locked while it is written, so a killed write's leftover is told from a live one)."""
+    path, lock = Path(path), None
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    meta = {"key": json.dumps(key, sort_keys=True),
+            "sha256": json.dumps({k: tensor_sha256(v) for k, v in tensors.items()}, sort_keys=True)}
+    try:
+        with atomic_path(path) as tmp:
+            lock = _lock(tmp)
+            save_file(tensors, tmp, metadata=meta)
+    finally:
+        if lock is not None:
+            lock.close()
     return path
 
 
+def _dead(tmp: Path) -> bool:
+    """True (and `tmp` removed) when no live write holds `tmp`."""
+    if fcntl is None:
+        try:
+            old = time.time() - tmp.stat().st_mtime > TEMP_MAX_AGE_S
+        except FileNotFoundError:
+            return False
+        if old:
+            tmp.unlink(missing_ok=True)
+        return old
+    try:
+        f = open(tmp, "rb")
+    except FileNotFoundError:       # finished (renamed) or removed since the listing
+        return False
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:             # a live write holds it
+            return False
+        tmp.unlink(missing_ok=True)
+        return True
+
+
+def _stored_format(path: Path) -> int | None:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(json.loads((f.metadata() or {})["key"])["format"])
+    except Exception:   # unreadable or no key: left for load_cache to report when its key is asked for
+        return None
+
+
+def tidy_cache(cache_dir: Path | None = None) -> list[Path]:
+    """Remove, from the cache folder, the temp files of killed writes (with a warning) and the cache files
+    of an older CACHE_FORMAT (never read again) -> the paths removed."""
+    folder = Path(cache_dir or PATHS.cache)
+    if not folder.is_dir():
+        return []
+    dead = []
+    for tmp in sorted(folder.glob(TEMP_GLOB)):
+        size = tmp.stat().st_size if tmp.exists() else 0
+        if _dead(tmp):
+            dead.append(tmp)
+            warnings.warn(f"removed {tmp} ({size / 2**20:.0f} MiB), the temporary file of a feature-cache write "
+                          "that was interrupted (killed, or the machine stopped)", stacklevel=3)
+    old = [p for p in sorted(folder.glob("*.safetensors"))
+           if (fmt := _stored_format(p)) is not None and fmt < CACHE_FORMAT]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return dead + old
+
+
+def _verify(tensors: dict[str, torch.Tensor], meta: dict) -> str | None:
+    """What is wrong with loaded tensors against their stored checksums, or None."""
+    try:
+        sums = json.loads(meta["sha256"])
+    except (KeyError, ValueError):
+        return "it carries no checksums"
+    if set(sums) != set(tensors):
+        return f"its checksums name tensors {sorted(sums)}, the file holds {sorted(tensors)}"
+    for name, t in tensors.items():
+        if tensor_sha256(t) != sums[name]:
+            return f"the bytes of tensor '{name}' do not match their sha256: the file was damaged on disk"
+    for name, t in tensors.items():
+        if not _all_finite(t):
+            return f"tensor '{name}' holds NaN or inf values"
+    return None
+
+
+def _rebuild(path: Path, what: str):
+    warnings.warn(f"feature cache {path} {what}; rebuilding it", stacklevel=4)
+
+
 def load_cache(path: Path, key: dict, check) -> dict[str, torch.Tensor] | None:
-    """The tensors in `path` if it exists, reads, carries `key` and passes `check`; else None (with a warning
-    when a file was there but unusable)."""
+    """The tensors in `path` if it exists, reads, carries `key`, matches its checksums, is all finite and
+    passes `check`; else None (with a warning that names the file and what is wrong when a file was there)."""
     path = Path(path)
     if not path.is_file():
         return None
+    if path.stat().st_size == 0:
+        return _rebuild(path, "is empty (0 bytes: its write was cut off)")
     try:
         with safe_open(str(path), framework="pt") as f:
-            stored = (f.metadata() or {}).get("key")
+            meta = f.metadata() or {}
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises several types for truncated/garbled files
-        warnings.warn(f"feature cache {path.name} is corrupt ({type(e).__name__}: {e}); rebuilding it", stacklevel=3)
-        return None
-    if stored != json.dumps(key, sort_keys=True):
-        warnings.warn(f"feature cache {path.name} is stale (it was built with other settings); rebuilding it",
-                      stacklevel=3)
-        return None
-    problem = check(tensors)
+        return _rebuild(path, f"is unreadable, truncated or not a safetensors file ({type(e).__name__}: {e})")
+    if meta.get("key") != json.dumps(key, sort_keys=True):
+        return _rebuild(path, "is stale (it was built with other settings)")
+    problem = _verify(tensors, meta) or check(tensors)
     if problem:
-        warnings.warn(f"feature cache {path.name} is corrupt ({problem}); rebuilding it", stacklevel=3)
-        return None
+        return _rebuild(path, f"is corrupt ({problem})")
     return tensors
 
 
@@ -133,7 +287,9 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     """Like `extract_image_features`, read from data/cache when the same features were built before.
 
     `encoder` is a backbone name ('auto', 'mobilenet_v2', 'resnet50') or a loaded ImageEncoder; by
-    name, the model is loaded only when the cache misses. `transform` defaults to the blog's.
+    name, the model is loaded only when the cache misses. `transform` defaults to the blog's. The key
+    holds each image's md5; features built from a file that differs from its manifest md5 are returned
+    with a warning but never cached.
     """
     dev = get_device(device or course_device())
     transform = transform if transform is not None else blog_transform()
@@ -146,8 +302,10 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     if not choice.weights_file.is_file():     # a download was allowed: fetch it before hashing it
         model, choice = load_image_encoder(choice.name)
     kernels = "onednn-graph" if use_graph(dev, amp, graph) else "eager"
-    key = image_cache_key(choice, transform, ids, _compute_dtype(dev, amp), kernels)
+    md5s = image_md5s(subset, ids)
+    key = image_cache_key(choice, transform, ids, md5s, _compute_dtype(dev, amp), kernels)
     path = cache_file(key, cache_dir)
+    tidy_cache(cache_dir)
     channels = model.channels if model is not None else IMAGE_BACKBONES[choice.name].channels
     hit = load_cache(path, key, _check_image(len(ids), channels, ids))
     if hit is not None:
@@ -157,7 +315,16 @@ def cached_image_features(subset, image_ids: list[int], encoder="auto", transfor
     regions, pooled = extract_image_features(subset, ids, model, transform, batch_size=batch_size,
                                              num_workers=num_workers, device=device,
                                              channels_last=channels_last, amp=amp, graph=graph, progress=progress)
-    save_cache(path, {"regions": regions, "pooled": pooled, "image_ids": torch.tensor(ids, dtype=torch.long)}, key)
+    differ = [(i, h) for i, h in zip(ids, md5s) if file_md5(subset.image_path(i)) != h]
+    if differ:   # the key would name bytes the features were not built from: never cache them
+        i, h = differ[0]
+        warnings.warn(f"{len(differ)} image file(s) differ from the md5 in the subset's manifest (first: image {i} "
+                      f"at {subset.image_path(i)}, expected md5 {h}): damaged or replaced, so their features "
+                      f"are returned but not cached; `python -m helpers.data verify` lists them and "
+                      f"`python -m helpers.data prepare` repairs them", stacklevel=2)
+    else:
+        save_cache(path, {"regions": regions, "pooled": pooled, "image_ids": torch.tensor(ids, dtype=torch.long)},
+                   key)
     return regions, pooled
 
 
@@ -180,6 +347,7 @@ def cached_text_features(captions: list[str], encoder="auto", *, batch_size: int
     max_length = model.max_length if model is not None else TEXT_MAX_LENGTH
     key = text_cache_key(choice, captions, max_length, _compute_dtype(dev, amp))
     path = cache_file(key, cache_dir)
+    tidy_cache(cache_dir)
     hit = load_cache(path, key, _check_text(len(captions), model.dim if model is not None else None))
     if hit is not None:
         return hit["tokens"], hit["offsets"], hit["pooled"]
