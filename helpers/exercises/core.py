@@ -10,24 +10,30 @@ import numpy as np
 import torch
 
 
-NOT_WRITTEN = "not written yet: replace `raise NotImplementedError()` with your code"
-NOT_PREDICTED = "not written yet: put your prediction in place of `...` (`prediction = ...`)"
+NOT_WRITTEN = "replace `raise NotImplementedError()` with your code, then run the cell again"
+NOT_PREDICTED = "put your prediction in place of `...`, then run the cell again"
 
 
 class Mistake(Exception):
     """What is wrong with an answer, in words; `Exercise.check` turns it into an AssertionError."""
 
 
+class NotAttempted(Mistake):
+    """The stub is untouched: not a wrong answer, nothing tried yet."""
+
+
 class Exercise:
-    """One exercise: `check(answer)` prints a "✓" line or raises AssertionError naming the mistake;
-    `hint()` prints a nudge; `solution()` prints the reference solution (or the answer, explained)."""
+    """One exercise: `check(answer)` prints a "✓" line, or raises AssertionError that says "○ not attempted"
+    (an untouched stub) or "✗" and names the mistake; `hint()`, then `hint(2)`, give help that comes closer
+    to the answer; `solution()` prints the reference solution (or the answer, explained)."""
 
     def __init__(self, name: str, notebook: str, kind: str, title: str, checker: Callable[..., str],
-                 hint: str, solution: Callable | str):
+                 hint: str | list[str], solution: Callable | str):
         if kind not in ("code", "predict", "change"):
             raise ValueError(f"kind must be 'code', 'predict' or 'change', got {kind!r}")
         self.name, self.notebook, self.kind, self.title = name, notebook, kind, title
-        self._checker, self._hint, self._solution = checker, hint, solution
+        self._checker, self._solution = checker, solution
+        self._hints = [hint] if isinstance(hint, str) else list(hint)
 
     def __repr__(self) -> str:
         return f"<exercise {self.name} ({self.notebook}, {self.kind}): {self.title}>"
@@ -37,16 +43,28 @@ class Exercise:
         answer depends on (only `gap_with_data` takes some)."""
         __tracebackhide__ = True                     # pytest and IPython show the message, not this frame
         try:
-            if answer is None or answer is Ellipsis:
-                raise Mistake(NOT_WRITTEN if self.kind == "code" else NOT_PREDICTED)
+            if answer is Ellipsis or answer is None:
+                raise NotAttempted(NOT_WRITTEN if self.kind == "code" else NOT_PREDICTED)
             with torch.random.fork_rng(devices=[]):  # a check must not shift the notebook's random numbers
                 message = self._checker(answer, *context)
+        except NotAttempted as stub:
+            raise AssertionError(f"○ {self.name}: not attempted: {stub}") from None
         except Mistake as mistake:
             raise AssertionError(f"✗ {self.name}: {mistake}\n  (a hint: exercises.{self.name}.hint())") from None
+        except TypeError as err:                     # a check called with a missing or extra argument
+            raise AssertionError(f"✗ {self.name}: the check was called the wrong way ({err}); call it as in "
+                                 f"the exercise's cell") from None
         print(f"✓ Correct: {message}")
 
-    def hint(self) -> None:
-        print(f"Hint ({self.name}): {self._hint}")
+    def hint(self, level: int = 1) -> None:
+        """Print hint number `level` (1, 2, ...): each comes closer to the answer than the one before."""
+        if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+            print(f"hint levels are 1 to {len(self._hints)}: exercises.{self.name}.hint(2)")
+            return
+        text = self._hints[min(level, len(self._hints)) - 1]
+        more = (f"  (closer: exercises.{self.name}.hint({level + 1}))" if level < len(self._hints) else
+                f"  (the answer: exercises.{self.name}.solution())")
+        print(f"Hint {min(level, len(self._hints))}/{len(self._hints)} ({self.name}): {text}{more}")
 
     def solution(self) -> None:
         if callable(self._solution):
@@ -73,11 +91,11 @@ def _call(fn, *args):
     try:
         out = fn(*args)
     except NotImplementedError:
-        raise Mistake(NOT_WRITTEN) from None
+        raise NotAttempted(NOT_WRITTEN) from None
     except Exception as err:                                     # the learner's bug, reported as a message
         raise Mistake(f"your function raised {type(err).__name__}: {err}") from None
     if out is None:
-        raise Mistake("not written yet: your function returned None (is a `return` missing?)")
+        raise Mistake("your function returned None: is a `return` missing?")
     return out
 
 
@@ -110,9 +128,15 @@ def _compare(out: torch.Tensor, expected: torch.Tensor, mistakes: list[tuple[str
 def _number(answer, what: str) -> float:
     if isinstance(answer, torch.Tensor) and answer.numel() == 1:
         answer = answer.item()
-    if isinstance(answer, bool) or not isinstance(answer, (int, float, np.number)):
+    if isinstance(answer, (bool, np.bool_)) or not isinstance(answer, (int, float, np.number)):
         raise Mistake(f"expected {what} as a number, got {type(answer).__name__} {answer!r}")
-    return float(answer)
+    try:
+        value = float(answer)
+    except OverflowError:
+        raise Mistake(f"expected {what} as a finite number, got an integer too large for a float") from None
+    if not math.isfinite(value):
+        raise Mistake(f"expected {what} as a finite number, got {value}")
+    return value
 
 
 def _share(answer) -> float:
@@ -123,7 +147,10 @@ def _share(answer) -> float:
 
 
 def _letter(answer, choices: str) -> str:
-    letter = str(answer).strip().lower().strip("()")
+    if not isinstance(answer, str):
+        raise Mistake(f"answer with one of the letters {', '.join(choices)} as a string, like \"{choices[0]}\"; "
+                      f"got {type(answer).__name__} {answer!r}")
+    letter = answer.strip().lower().strip("()")
     if letter not in choices:
         raise Mistake(f"answer with one of the letters {', '.join(choices)}; got {answer!r}")
     return letter
