@@ -244,7 +244,7 @@ MISTAKES = {
                   (normalise_batch_stats, "batch's own statistics")],
     "split_by_image": [(split_captions, "captions resampled apart from their images"),
                        (split_n_captions, "n_test counted captions, not images")],
-    "regions_from_map": [(regions_reshape, "reshape without permute"), (regions_channels_first, "wrong shape")],
+    "regions_from_map": [(regions_reshape, "reshape without permute"), (regions_channels_first, "channels are still first")],
     "nearest_neighbours": [(neighbours_with_self, "its own nearest neighbour"), (neighbours_dot, "dot products, not cosines")],
     "pad_packed": [(pad_not_zeroed, "padding not zeroed"), (pad_to_longest_of_all, "longest caption \\*of the batch\\*")],
     "masked_mean": [(mean_with_padding, "padding counted in the mean"), (mean_bool_mask, "did not broadcast")],

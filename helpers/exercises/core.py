@@ -151,7 +151,7 @@ def _letter(answer, choices: str) -> str:
         raise Mistake(f"answer with one of the letters {', '.join(choices)} as a string, like \"{choices[0]}\"; "
                       f"got {type(answer).__name__} {answer!r}")
     letter = answer.strip().lower().strip("()")
-    if letter not in choices:
+    if len(letter) != 1 or letter not in choices:          # "" and "ab" are substrings of "abc" too
         raise Mistake(f"answer with one of the letters {', '.join(choices)}; got {answer!r}")
     return letter
 
