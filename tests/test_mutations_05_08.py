@@ -233,6 +233,15 @@ def boot_captions_apart(hits, caption_image, n_boot=1000, seed=0):
     return float(lo), float(hi)
 
 
+def boot_too_many_images(hits, caption_image, n_boot=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    n_img = caption_image.max() + 1
+    captions_of = [np.flatnonzero(caption_image == i) for i in range(n_img)]
+    rates = [100 * hits[np.concatenate([captions_of[i] for i in rng.integers(0, n_img, len(hits))])].mean()
+             for _ in range(n_boot)]
+    return tuple(float(x) for x in np.percentile(rates, [2.5, 97.5]))
+
+
 def boot_without_replacement(hits, caption_image, n_boot=1000, seed=0):
     rng = np.random.default_rng(seed)
     lo, hi = np.percentile([100 * hits[rng.permutation(len(hits))].mean() for _ in range(n_boot)], [2.5, 97.5])
@@ -524,6 +533,7 @@ CODE_CASES = {
                      (recall_rank_at_most_k, r"one place too generous: .*rank < k, not rank <= k")],
                     [recall_loops, recall_tensors]),
     "bootstrap_interval": ([(boot_captions_apart, r"captions resampled apart from their images"),
+                            (boot_too_many_images, r"too many images per replicate"),
                             (boot_without_replacement, r"draw \*with\* replacement"),
                             (boot_90, r"a 90% interval, not a 95% one"), (boot_99, r"a 99% interval, not a 95% one"),
                             (boot_shifted, r"right width but is shifted by \+[23]\.\d points"),

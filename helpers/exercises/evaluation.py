@@ -137,6 +137,7 @@ def _fast_rates(hits: np.ndarray, cap_img: np.ndarray, n_boot: int, apart: bool)
 
 def _check_bootstrap_interval(fn) -> str:
     hits, cap_img = _bootstrap_inputs()
+    n_img = int(cap_img.max()) + 1
     rates, apart = _fast_rates(hits, cap_img, 20000, False), _fast_rates(hits, cap_img, 3000, True)
     lo, hi = np.percentile(rates, [2.5, 97.5])
     ref_width = hi - lo
@@ -160,7 +161,7 @@ def _check_bootstrap_interval(fn) -> str:
                       "(rng.integers(0, n_img, n_img))")
     if run(0, 50) != (a, b):
         raise Mistake("not seeded: two calls with seed 0 gave different intervals; draw with np.random.default_rng(seed)")
-    first, second = run(0, 1500), run(1, 1500)
+    first, second = run(0, 2000), run(1, 2000)
     if first == second:
         raise Mistake("the seed is ignored: seeds 0 and 1 gave the same interval; draw with np.random.default_rng(seed)")
     a, b = (first[0] + second[0]) / 2, (first[1] + second[1]) / 2        # two seeds: less of the bootstrap's own noise
@@ -170,16 +171,29 @@ def _check_bootstrap_interval(fn) -> str:
     candidates["fractions"] = tuple(np.percentile(rates, [0.025, 0.975]))
     level, (c_lo, c_hi) = min(candidates.items(), key=lambda kv: max(abs(a - kv[1][0]), abs(b - kv[1][1])))
     distance = max(abs(a - c_lo), abs(b - c_hi))
-    if level == "95%" and distance <= 0.04 * ref_width:
+    if level == "95%" and distance <= 0.05 * ref_width:
         return "images drawn with replacement, each with all its captions, percentile interval, as `intervals.cluster_resample`."
     if level == "apart" and distance <= 0.08 * ref_width:
+        # the same width comes from drawing len(hits) images per replicate; captions with outcomes of their own tell
+        # the two apart: resampling them one by one is then right, while too many images still narrow the interval
+        own_hits = (np.random.default_rng(13).random(len(hits)) < 0.4).astype(int)
+        own_lo, own_hi = np.percentile(_fast_rates(own_hits, cap_img, 3000, False), [2.5, 97.5])
+        state = np.random.get_state()
+        try:
+            o_lo, o_hi = _pair(_call(fn, own_hits, cap_img.copy(), 500, 0), "(lo, hi)")
+        finally:
+            np.random.set_state(state)
+        if o_hi - o_lo < 0.7 * (own_hi - own_lo):
+            raise Mistake(f"too many images per replicate: you drew about as many images as there are captions "
+                          f"({len(hits)}), which narrows the interval about √5×; draw n_img = {n_img} images "
+                          "(rng.integers(0, n_img, n_img)), each with all its captions")
         raise Mistake(f"captions resampled apart from their images: here an image's captions share their outcome, "
                       f"so resampling captions one by one gives an interval {ref_width / width:.1f}× too narrow "
                       f"({width:.1f} points instead of about {ref_width:.1f}); draw images, each with all its captions")
     if level == "fractions" and distance <= 0.08 * ref_width:
         raise Mistake("np.percentile takes percents: np.percentile(rates, [2.5, 97.5]), not [0.025, 0.975] "
                       "(those are np.quantile's fractions)")
-    if level != "95%" and distance <= 0.04 * ref_width:
+    if level != "95%" and distance <= 0.08 * ref_width:
         q_lo, q_hi = _LEVELS[level]
         raise Mistake(f"a {level} interval, not a 95% one: you took the {q_lo:g} and {q_hi:g} percentiles; a 95% "
                       f"interval leaves 2.5% on each side: np.percentile(rates, [2.5, 97.5])")
