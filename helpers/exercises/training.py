@@ -4,18 +4,30 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import losses
 from ..train import TrainConfig, finished
 from . import solutions
-from .core import Mistake, _call, _check_loss, _number, _register
+from .core import Mistake, _call, _check_loss_on, _loss_inputs, _number, _register
+
+
+def _info_nce_inputs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The notebook's 6 × 6 input first (its messages stay the same), then a 5 × 5 batch at another temperature
+    (a batch size written as 6 fails) and an 8 × 8 one whose off-diagonal scores are often the highest."""
+    g = torch.Generator().manual_seed(19)
+    return [_loss_inputs(9),
+            (torch.rand(5, 5, generator=g) * 2 - 1 + torch.eye(5) * 0.3, torch.tensor(math.log(10.0))),
+            (torch.rand(8, 8, generator=g) * 2 - 1, torch.tensor(math.log(30.0)))]
 
 
 def _check_info_nce(fn) -> str:
     def mistakes(scores, scale):
-        t, logits = torch.arange(6), scores * scale.exp()
+        b = len(scores)
+        t, logits = torch.arange(b), scores * scale.exp()
+        zeros = torch.zeros(b, dtype=torch.long)
         ce = F.cross_entropy
         return [("only one direction of InfoNCE (image → text): average it with text → image, on logits.t()",
                  ce(logits, t)),
@@ -27,16 +39,22 @@ def _check_info_nce(fn) -> str:
                 ("divided by the scale: logit_scale.exp() is 1 / temperature, so multiply",
                  (ce(scores / scale.exp(), t) + ce(scores.t() / scale.exp(), t)) / 2),
                 ("wrong targets: image i's match is caption i, so the targets are torch.arange(B)",
-                 (ce(logits, torch.zeros(6, dtype=torch.long)) + ce(logits.t(), torch.zeros(6, dtype=torch.long))) / 2)]
+                 (ce(logits, zeros) + ce(logits.t(), zeros)) / 2),
+                ("the loss summed over the batch: F.cross_entropy already averages, so keep its mean",
+                 (ce(logits, t, reduction="sum") + ce(logits.t(), t, reduction="sum")) / 2)]
 
-    _check_loss(fn, losses.info_nce, mistakes, seed=9)
+    _check_loss_on(fn, losses.info_nce, mistakes, _info_nce_inputs())
     return "symmetric InfoNCE with a learnable temperature, value and gradient as `losses.info_nce`."
 
 
 info_nce = _register(
     "info_nce", "05", "code", "the symmetric InfoNCE loss with a learnable temperature", _check_info_nce,
-    "logits = scores * logit_scale.exp(); the right answer for row i is column i (targets torch.arange(B)); "
-    "F.cross_entropy over the rows is image → text, over logits.t() text → image; average the two.",
+    ["Turn the scores into logits with the temperature, then score each row (image → text) and each column "
+     "(text → image) as a classification whose right answer is the matching pair.",
+     "logits = scores * logit_scale.exp(); the right answer for row i is column i, so the targets are "
+     "torch.arange(B); F.cross_entropy(logits, targets) is image → text.",
+     "loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2, with "
+     "logits = scores * logit_scale.exp() and targets = torch.arange(len(scores))."],
     solutions.info_nce)
 
 
@@ -59,7 +77,9 @@ def _check_chance_loss(answer) -> str:
 
 chance_loss = _register(
     "chance_loss", "05", "predict", "InfoNCE when every pair scores the same", _check_chance_loss,
-    "With equal scores, what probability does the softmax give the right caption among 64? The loss is −ln of it.",
+    ["With equal scores, what probability does the softmax give the right caption among 64 candidates?",
+     "Each of the 64 candidates gets 1/64, at any temperature; cross-entropy is −ln of the right one's probability "
+     "(the natural log)."],
     "ln 64 ≈ 4.16, whatever the temperature: equal logits stay equal when multiplied by any scale.")
 
 
@@ -76,7 +96,13 @@ def _stop_cases(seed: int = 10) -> list[tuple[list, int]]:
 
 def _check_should_stop(fn) -> str:
     cases = _stop_cases()
-    got = [bool(_call(fn, list(rsums), patience)) for rsums, patience in cases]
+    got = []
+    for rsums, patience in cases:
+        out = _call(fn, list(rsums), patience)
+        if not isinstance(out, (bool, np.bool_)):
+            raise Mistake(f"should_stop({rsums}, patience={patience}) returned {type(out).__name__} {out!r}: "
+                          "return True or False (a comparison such as `len(rsums) - best_epoch >= patience` is one)")
+        got.append(bool(out))
     want = [finished(TrainConfig(epochs=100, patience=p, device="cpu"), len(r), _best_epoch(r)) for r, p in cases]
     if got == want:
         return "stop once `patience` epochs have passed since the best rSum, never with patience 0 (as `train.finished`)."
@@ -93,6 +119,8 @@ def _check_should_stop(fn) -> str:
             [p > 0 and len(r) - _best_epoch(r) > p for r, p in cases],
         "patience 0 means early stopping is off: never stop for lack of progress":
             [len(r) - _best_epoch(r) >= p for r, p in cases],
+        "one epoch early: epochs count from 1, so the best epoch is rsums.index(max(rsums)) + 1":
+            [p > 0 and len(r) - (_best_epoch(r) - 1) >= p for r, p in cases],
     }
     for message, answers in variants.items():
         if got == answers:
@@ -103,6 +131,9 @@ def _check_should_stop(fn) -> str:
 
 should_stop = _register(
     "should_stop", "05", "code", "early stopping with patience", _check_should_stop,
-    "Find the best epoch (1-based; the first one that reached max(rsums)); stop when patience > 0 and "
-    "len(rsums) - best_epoch >= patience.",
+    ["Count the epochs since the best rSum so far, and compare that count with the patience; patience 0 "
+     "switches early stopping off.",
+     "Only a strictly higher rSum is progress, so the best epoch is the first that reached max(rsums), counted "
+     "from 1: rsums.index(max(rsums)) + 1. Return True or False.",
+     "best_epoch = rsums.index(max(rsums)) + 1; return patience > 0 and len(rsums) - best_epoch >= patience."],
     solutions.should_stop)

@@ -1,6 +1,8 @@
 """The exercises of notebook 08 · what matters: pointwise_loss, subsample, gap_with_data."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -8,15 +10,30 @@ import torch.nn.functional as F
 from .. import features, losses
 from ..features import FeatureSet, synthetic_featureset
 from . import solutions
-from .core import Mistake, _call, _check_loss, _choice, _register
+from .core import Mistake, _call, _check_loss_on, _choice, _letter, _loss_inputs, _register
+
+
+def _pointwise_inputs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The notebook's 6 × 6 input first, then two where the wrap-around pair (the last image with caption 0) scores
+    high, so a loss without it is far off, at another batch size and temperature."""
+    g = torch.Generator().manual_seed(23)
+    wrap5 = torch.rand(5, 5, generator=g) * 2 - 1 + torch.eye(5) * 0.5
+    wrap5[-1, 0] = 0.9
+    wrap8 = torch.rand(8, 8, generator=g) * 2 - 1
+    wrap8[-1, 0] = 0.8
+    return [_loss_inputs(13), (wrap5, torch.tensor(math.log(10.0))), (wrap8, torch.tensor(math.log(1 / 0.07)))]
 
 
 def _check_pointwise_loss(fn) -> str:
     def mistakes(scores, scale):
+        b = len(scores)
         z = scores * scale.exp()
         pos, neg = z.diag(), z.roll(-1, dims=1).diag()
-        off = ~torch.eye(6, dtype=torch.bool)
+        no_wrap = z[:-1, 1:].diag()                                   # image i with caption i + 1, for i < B - 1
+        off = ~torch.eye(b, dtype=torch.bool)
         sp = F.softplus
+        wrap = ("the last image's negative is missing: image B − 1's negative wraps around to caption 0, which "
+                "z.roll(-1, dims=1).diag() gives (slicing z[:-1, 1:] drops it)")
         return [("candidates compete: that is InfoNCE (a softmax over the batch); the pointwise loss judges each pair "
                  "alone with a logistic (softplus) loss", losses.info_nce(scores, scale)),
                 ("every mismatched pair used as a negative: the course's loss takes one per image, caption i + 1 "
@@ -26,16 +43,28 @@ def _check_pointwise_loss(fn) -> str:
                 ("signs swapped: a matched pair costs softplus(−z) (high z is good), a mismatched one softplus(z)",
                  (sp(pos) + sp(-neg)).mean()),
                 ("temperature ignored: multiply the scores by logit_scale.exp()",
-                 (sp(-scores.diag()) + sp(scores.roll(-1, dims=1).diag())).mean())]
+                 (sp(-scores.diag()) + sp(scores.roll(-1, dims=1).diag())).mean()),
+                ("logit_scale is a log: multiply by logit_scale.exp(), not by logit_scale",
+                 (sp(-scores.diag() * scale) + sp(scores.roll(-1, dims=1).diag() * scale)).mean()),
+                ("summed over the batch: take the mean over the B images", (sp(-pos) + sp(neg)).sum()),
+                ("averaged over all 2B pairs, which halves the loss: the course's loss averages softplus(−positive) + "
+                 "softplus(negative) over the B images", torch.cat([sp(-pos), sp(neg)]).mean()),
+                (wrap, sp(-pos).mean() + sp(no_wrap).mean()),
+                (wrap, (sp(-pos[:-1]) + sp(no_wrap)).mean()),
+                (wrap, (sp(-pos).sum() + sp(no_wrap).sum()) / b)]
 
-    _check_loss(fn, losses.pointwise, mistakes, seed=13)
+    _check_loss_on(fn, losses.pointwise, mistakes, _pointwise_inputs())
     return "each matched pair and one mismatched pair per image judged alone, as `losses.pointwise`."
 
 
 pointwise_loss = _register(
     "pointwise_loss", "08", "code", "the per-pair logistic loss that judges each pair alone", _check_pointwise_loss,
-    "z = scores * logit_scale.exp(); positives z.diag(), negatives z.roll(-1, dims=1).diag() (image i with caption "
-    "i + 1); loss = mean of softplus(−positive) + softplus(negative).",
+    ["Judge each pair on its own: a matched pair should score high, a mismatched one low, each through a logistic "
+     "loss (F.softplus). Every image has one matched caption and one mismatched one, the next caption.",
+     "z = scores * logit_scale.exp(); positives z.diag(), negatives z.roll(-1, dims=1).diag() (image i with caption "
+     "i + 1; the last image's wraps around to caption 0).",
+     "return (F.softplus(-positive) + F.softplus(negative)).mean(), with positive = z.diag() and negative = "
+     "z.roll(-1, dims=1).diag()."],
     solutions.pointwise_loss)
 
 
@@ -48,6 +77,15 @@ def _check_subsample(fn) -> str:
         if not isinstance(out, FeatureSet):
             raise Mistake(f"expected a FeatureSet (fs.select_images(rows) makes one), got {type(out).__name__}")
         images = [int(i) for i in out.image_ids]
+        if len(set(images)) < len(images):
+            raise Mistake(f"an image kept twice ({len(images) - len(set(images))} repeats for fraction {fraction}): a "
+                          "subset draws images without replacement, so take the first ones of one random order "
+                          "(torch.randperm)")
+        n = fraction * fs.n_images
+        want = features.subsample(fs, fraction, seed).n_images
+        if not images:
+            raise Mistake(f"no image kept for fraction {fraction}: round({fraction} × {fs.n_images}) = {round(n)}, "
+                          "so keep at least one image: max(1, round(fraction * N))")
         for i in images:
             kept = set(out.caption_ids[out.caption_image == images.index(i)].tolist())
             if kept != captions_of[i]:
@@ -56,28 +94,42 @@ def _check_subsample(fn) -> str:
                               "(fs.select_images)")
         if set(out.caption_ids.tolist()) - set().union(*(captions_of[i] for i in images)):
             raise Mistake("captions of images that were not kept: select images, and their captions follow")
-        want = features.subsample(fs, fraction, seed).n_images
         if len(images) != want:
+            if len(images) == int(n) != round(n):
+                raise Mistake(f"{len(images)} images for fraction {fraction}: int() cuts {n:g} down to {int(n)}; "
+                              f"round it: round({fraction} × {fs.n_images}) = {want}")
+            if len(images) == math.ceil(n) != round(n):
+                raise Mistake(f"{len(images)} images for fraction {fraction}: math.ceil rounds {n:g} up to "
+                              f"{math.ceil(n)}; round it: round({fraction} × {fs.n_images}) = {want}")
             counted = " (you counted captions, not images)" if len(images) == round(fraction * fs.n_captions) else ""
             raise Mistake(f"{len(images)} images for fraction {fraction}; expected round({fraction} × {fs.n_images}) "
                           f"= {want}{counted}")
         return set(images)
 
-    quarter, half, whole = run(0.25, 0), run(0.5, 0), run(1.0, 0)
+    quarter = run(0.25, 0)
+    if run(0.25, 0) != quarter:
+        raise Mistake("not seeded: two calls with seed 0 gave different images; use torch.Generator().manual_seed(seed)")
+    half, whole = run(0.5, 0), run(1.0, 0)
     if not quarter <= half <= whole:
         raise Mistake("not nested: the 25% subset is not inside the 50% one, so the curve would change the images as "
                       "well as their number; draw one order per seed and take its first images")
-    if run(0.5, 0) != half:
-        raise Mistake("not seeded: two calls with seed 0 gave different images; use torch.Generator().manual_seed(seed)")
     if run(0.5, 1) == half:
         raise Mistake("the seed is ignored: seeds 0 and 1 gave the same images")
+    small, third, tiny = run(0.12, 0), run(0.33, 0), run(0.01, 0)     # 2.4, 6.6 and 0.2 images: rounding shows
+    if not tiny <= small <= quarter <= third <= half:
+        raise Mistake("not nested: a smaller fraction's images are not all in a larger one's; draw one order per "
+                      "seed and take its first images")
     return "nested subsets of images with all their captions, as `features.subsample` draws them."
 
 
 subsample = _register(
     "subsample", "08", "code", "nested training subsets that keep captions with their images", _check_subsample,
-    "One random order of the images per seed (torch.randperm with a seeded torch.Generator); keep its first "
-    "round(fraction × N) images, sorted, with fs.select_images: the same order for every fraction makes them nested.",
+    ["Draw images, not captions, and keep each with all its captions; the same seed must give the same images, "
+     "and a smaller fraction's images must sit inside a larger one's.",
+     "One random order of the images per seed (torch.randperm with torch.Generator().manual_seed(seed)); keep "
+     "its first round(fraction × N) images, at least one: the same order for every fraction makes them nested.",
+     "order = torch.randperm(fs.n_images, generator=torch.Generator().manual_seed(seed)); return "
+     "fs.select_images(order[:max(1, round(fraction * fs.n_images))].sort().values)."],
     solutions.subsample)
 
 
@@ -85,11 +137,41 @@ _GAP_CHOICES = {"a": "joint's lead over decoupled grows", "b": "it shrinks",
                 "c": "no credible change"}
 
 
-def _check_gap_with_data(answer, gaps: pd.DataFrame) -> str:
+_CALL = "exercises.gap_with_data.check(prediction, gaps)"
+
+
+def _gap_word(gaps) -> str:
+    """The gap table's word for joint - decoupled, or a Mistake saying what is wrong with the table passed."""
+    if gaps is None:
+        raise Mistake(f"the gap table is missing: pass it after your letter, {_CALL}, with `gaps` from the cell "
+                      "that builds the gap table (run that cell first)")
+    if not isinstance(gaps, pd.DataFrame):
+        raise Mistake(f"expected the gap table (a pandas DataFrame) after your letter, got {type(gaps).__name__}: "
+                      f"call {_CALL}")
+    if gaps.empty:
+        raise Mistake("the gap table is empty: rerun the cell that builds `gaps` (it needs the data-scale runs), "
+                      f"then {_CALL}")
+    missing = [column for column in ("gap", "the gap") if column not in gaps.columns]
+    if missing:
+        raise Mistake(f"the table passed has no column {', '.join(repr(c) for c in missing)}: pass the gap table "
+                      f"`gaps` (ablations.gap_table), {_CALL}")
+    rows = gaps.loc[gaps["gap"] == "joint - decoupled", "the gap"]
+    if rows.empty:
+        raise Mistake("the gap table has no row 'joint - decoupled': pass the gap table of the data-scale runs, "
+                      f"{_CALL}")
+    word = rows.iloc[0]
+    if not isinstance(word, str) or not word.startswith(("widens", "narrows", "holds")):
+        raise Mistake(f"the gap table's word for joint - decoupled is {word!r}, not widens, narrows or holds: rebuild "
+                      f"`gaps` with ablations.gap_table, then {_CALL}")
+    return word
+
+
+def _check_gap_with_data(answer, gaps: pd.DataFrame = None) -> str:
     """`gaps`: 08's gap table (`helpers.pipeline.ablations.gap_table`); its word for joint - decoupled
     ("widens", "narrows", "holds") comes from the 95% interval of the gap's change between the smallest
     and the largest training set."""
-    word = gaps.set_index("gap").loc["joint - decoupled", "the gap"]
+    _letter(answer, "".join(_GAP_CHOICES))
+    word = _gap_word(gaps)
     right = "a" if word.startswith("widens") else "b" if word.startswith("narrows") else "c"
     why = {
         "a": "the change of joint − decoupled from the smallest to the largest training set has a 95% interval "
@@ -105,6 +187,8 @@ def _check_gap_with_data(answer, gaps: pd.DataFrame) -> str:
 
 gap_with_data = _register(
     "gap_with_data", "08", "predict", "what happens to the gap with 4× the data", _check_gap_with_data,
-    "Look at the row `joint - decoupled` of the gap table: the change from the smallest to the largest training set "
-    "and its 95% interval.",
+    ["Look at the row `joint - decoupled` of the gap table: the change from the smallest to the largest training "
+     "set and its 95% interval.",
+     "An interval that includes zero is no credible change; one wholly on one side says the gap moved that way. "
+     "The table's last column puts it in a word."],
     "Read it off the gap table's last column: (a) if the gap widens, (b) if it narrows, (c) if it holds.")
