@@ -111,7 +111,9 @@ site-test: $(SITE_OUT)/index.html
 	@$(SITE_PY) -m pytest website -q --durations=3
 
 # The student edition: every notebook with its exercise solutions replaced by nbgrader's stub (`# YOUR CODE
-# HERE` / `raise NotImplementedError()`) and those cells' outputs cleared, written to student/ (git-ignored).
+# HERE` / `raise NotImplementedError()`, a prediction by `prediction = ...`) and those cells' outputs cleared,
+# and nothing that gives an answer away (checks' verdicts, cells tagged `reveals:<exercise>`), written to
+# student/ (git-ignored).
 # Needs the environment only, not the data.
 student: venv
 	@$(PY) -m helpers student

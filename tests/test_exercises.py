@@ -1,6 +1,6 @@
 """Exercises: every check passes the reference solution, and fails the stub and a typical mistake with a
-message naming it; the notebooks hold 2-4 exercises each, whose solutions are the reference ones; the
-student edition has no solution left in it."""
+message naming it; the notebooks hold 2-4 exercises each, whose solutions are the reference ones (the
+student edition is tested in test_editions.py)."""
 import ast
 import builtins
 import contextlib
@@ -8,7 +8,6 @@ import inspect
 import io
 import math
 import re
-import subprocess
 import textwrap
 
 import nbformat
@@ -17,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import __main__ as cli, exercises
+from helpers import exercises
 from helpers.exercises import solutions
 from helpers.tools import editions
 from helpers.config import PROJECT_ROOT
@@ -482,50 +481,3 @@ def test_notebook_solutions_are_the_reference_solutions():
     for name, source in found.items():
         assert textwrap.dedent(source).rstrip() == inspect.getsource(getattr(solutions, name)).rstrip(), name
 
-
-# ----------------------------------------------------------------------------- the student edition
-
-def test_clear_solutions_keeps_indentation_and_the_rest():
-    source = "def f(x):\n    \"\"\"doc\"\"\"\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\n\nexercises.f.check(f)"
-    assert editions.clear_solutions(source) == ("def f(x):\n    \"\"\"doc\"\"\"\n    # YOUR CODE HERE\n"
-                                                "    raise NotImplementedError()\n\nexercises.f.check(f)")
-    with pytest.raises(ValueError, match="no END SOLUTION"):
-        editions.clear_solutions("### BEGIN SOLUTION\nx = 1")
-    with pytest.raises(ValueError, match="inside another"):
-        editions.clear_solutions("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION")
-
-
-def test_student_edition_has_no_solution(tmp_path):
-    written = editions.write_student_edition(NOTEBOOKS, tmp_path)
-    assert [p.name for p in written] == [p.name for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
-    for path in written:
-        teacher = nbformat.read(NOTEBOOKS / path.name, as_version=4)
-        student = nbformat.read(path, as_version=4)
-        nbformat.validate(student)
-        assert len(student.cells) == len(teacher.cells)
-        unmarked_text = "\n".join(c.source for c in teacher.cells if editions.BEGIN not in c.source)
-        for t, s in zip(teacher.cells, student.cells):
-            assert "BEGIN SOLUTION" not in s.source and "END SOLUTION" not in s.source
-            if editions.BEGIN not in t.source:
-                assert s == t                                            # unmarked cells unchanged, outputs kept
-                continue
-            assert "# YOUR CODE HERE\n" in s.source and "raise NotImplementedError()" in s.source
-            assert s.outputs == [] and s.execution_count is None
-            solution = re.search(r"BEGIN SOLUTION\n(.*?)\n[ \t]*### END SOLUTION", t.source, re.S).group(1)
-            for line in solution.split("\n"):
-                if line.strip() and line.strip() not in unmarked_text:
-                    assert line.strip() not in s.source, (path.name, line)
-
-
-def test_student_edition_from_the_command_line(tmp_path, capsys):
-    assert cli.main(["student", "--out", str(tmp_path)]) == 0          # what `make student` runs, into tmp_path
-    n_exercises = sum(len(exercise_cells(nbformat.read(p, as_version=4))) for p in NOTEBOOKS.glob("*.ipynb"))
-    assert capsys.readouterr().out.endswith(f", {n_exercises} exercises to do -> {tmp_path}\n")
-    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-
-
-def test_the_student_folder_is_git_ignored():
-    if not (PROJECT_ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    ignored = subprocess.run(["git", "check-ignore", "-q", "student/01_coco_and_preprocessing.ipynb"], cwd=PROJECT_ROOT)
-    assert ignored.returncode == 0
