@@ -40,6 +40,7 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
 The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
     tools.editions  the student edition (`make student`)
+    tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
     __main__        `python -m helpers train | search | reproduce | bench | student | summary`
 """
 import inspect

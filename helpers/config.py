@@ -90,6 +90,22 @@ def course_device() -> str:
     return os.environ.get("COURSE_DEVICE", "cpu").strip() or "cpu"
 
 
+# ----------------------------------------------------------------------------- budget
+# The one budget switch: notebooks 05-08 read it here, so `make course BUDGET=gpu` (which exports
+# COURSE_BUDGET) reaches all of them without editing a cell; a learner who opens one gets "cpu".
+# Each budget's training settings are `helpers.pipeline.recipes.BUDGETS`.
+BUDGET_NAMES = ("cpu", "gpu")
+
+
+def budget() -> str:
+    """The training budget: COURSE_BUDGET ('cpu', the default, or 'gpu')."""
+    name = os.environ.get("COURSE_BUDGET", "cpu").strip().lower() or "cpu"
+    if name not in BUDGET_NAMES:
+        raise ValueError(f"COURSE_BUDGET={name!r} is not a budget; choose one of {list(BUDGET_NAMES)} "
+                         "(e.g. `make course BUDGET=gpu`), or unset it for the CPU default")
+    return name
+
+
 def get_device(preference: str = "auto") -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cpu' or 'cuda' force a choice."""
     if preference == "auto":
