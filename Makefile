@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/course
-# A cell may run for long on a slow CPU (06 trains and scores 12 runs in one cell): 2 h, not nbval's 2000 s.
+# A cell may run for long on a slow CPU (06 trains 18 runs and scores 25 in one cell): 2 h, not nbval's 2000 s.
 NBVAL := --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-current-env --nbval-cell-timeout=7200
 # The kernel talks to nbconvert over 127.0.0.1 only; ipykernel 7 still warns that this TCP is unencrypted
 # at WARNING level, which reads like a security problem in a learner's log. Its errors are still shown.
@@ -66,11 +66,13 @@ course: data
 	@$(PY) -m helpers summary --executed $(RUN_DIR)
 
 # Maintainers: re-execute the notebooks in place and re-record the reference values their checks
-# compare against (notebooks/references.json); then commit both.
+# compare against (notebooks/references.json); then commit both. `helpers clean` strips what changes at
+# every run (execution timestamps, widget state), so the diff shows only what the notebooks say.
 refresh: data
 	@rm -f notebooks/references.json
 	@for nb in $(NOTEBOOKS); do echo "== refreshing $$nb"; \
 	  COURSE_RECORD_REFERENCES=1 $(PY) -m jupyter nbconvert $(EXECUTE) --inplace $$nb || exit 1; done
+	@$(PY) -m helpers clean $(NOTEBOOKS)
 
 # Maintainers: the learning-rate x temperature search for every model (about 30 min on 2 cores), outside
 # the tests; it writes notebooks/search-cpu.csv, which is committed and which notebook 05 re-checks.

@@ -40,7 +40,8 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
 The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
     tools.editions  the student edition (`make student`)
-    __main__        `python -m helpers train | search | reproduce | bench | student | summary`
+    tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
+    __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
 """
 import inspect
 

@@ -1,2 +1,2 @@
-"""Tools around the course: `bench` (timings, `python -m helpers bench`) and `editions` (the student edition,
-`make student`)."""
+"""Tools around the course: `bench` (timings, `python -m helpers bench`), `editions` (the student edition,
+`make student`) and `clean` (notebooks without timestamps or widget state, `make refresh`)."""
