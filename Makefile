@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/course
-# One per-cell limit for `make course`, `make test` and `make refresh`. The slowest cell, 06's training
-# cell, took 809-1,400 s on 2-core machines; a laptop a third slower needs about 1,900 s, so 3,600 s
-# leaves it a margin of almost 2x (2.6x over the slowest measured run).
+# One per-cell limit for `make course`, `make test` and `make refresh`. The slowest cell is 06's training
+# cell (06 trains 18 runs and scores 25 in one cell): it took 809-1,400 s on 2-core machines; a laptop a
+# third slower needs about 1,900 s, so 3,600 s leaves it a margin of almost 2x (2.6x over the slowest run).
 CELL_TIMEOUT := 3600
 # The training budget of every notebook (05-08 read COURSE_BUDGET through helpers.config.budget()):
 # `make course BUDGET=gpu`. A learner who opens a notebook gets its default, "cpu".
@@ -71,11 +71,13 @@ course: data
 	@$(PY) -m helpers summary --executed $(RUN_DIR)
 
 # Maintainers: re-execute the notebooks in place and re-record the reference values their checks
-# compare against (notebooks/references.json); then commit both.
+# compare against (notebooks/references.json); then commit both. `helpers clean` strips what changes at
+# every run (execution timestamps, widget state), so the diff shows only what the notebooks say.
 refresh: data
 	@rm -f notebooks/references.json
 	@for nb in $(NOTEBOOKS); do echo "== refreshing $$nb"; \
 	  COURSE_RECORD_REFERENCES=1 $(PY) -m jupyter nbconvert $(EXECUTE) --inplace $$nb || exit 1; done
+	@$(PY) -m helpers clean $(NOTEBOOKS)
 
 # Maintainers: the learning-rate x temperature search for every model (about 30 min on 2 cores), outside
 # the tests; it writes notebooks/search-cpu.csv, which is committed and which notebook 05 re-checks.

@@ -41,7 +41,8 @@ The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
     tools.editions  the student edition (`make student`)
     tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
-    __main__        `python -m helpers train | search | reproduce | bench | student | summary`
+    tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
+    __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
 """
 import inspect
 

@@ -6,6 +6,7 @@
                 with --ablations, notebook 08's runs instead (`make ablations`)
     bench       timings: extract, score, runs (`helpers.tools.bench`)
     student     write the student edition (`make student`)
+    clean       strip execution timestamps and widget state from notebooks (`make refresh` runs it)
     summary     the headline results so far (what `make course` prints at the end)
 
 Getting the data is `python -m helpers.data prepare | verify`. Each command imports only what it runs.
@@ -84,7 +85,7 @@ def reproduce_command(args) -> int:
                               args.budget)
     cap = feats["test"].caption_image
     table = evaluation.write_results(evaluation.results_table(ranks, cap), evaluation.claims_table(ranks, cap),
-                                     evaluation.factorial_table(ranks, cap))
+                                     evaluation.factorial_table(ranks, cap), budget=args.budget)
     print(table.read_text())
     return 0
 
@@ -102,23 +103,31 @@ def student_command(args) -> int:
     return 0
 
 
+def clean_command(args) -> int:
+    from .tools.clean import main as clean
+
+    return clean(args.paths)
+
+
 def summary_command(args) -> int:
-    """Print the executed notebooks and the course's headline results so far."""
+    """Print the executed notebooks (and those missing), the data, and the results so far: when and from
+    which commit their table was made, and what is missing (`evaluation.results_report`)."""
     from . import data
+    from .pipeline import evaluation
 
     if args.executed is not None:
         print(f"executed notebooks in {args.executed.resolve()}:")
-        for nb in sorted(args.executed.glob("*.ipynb")):
-            print(f"  {nb.name}")
+        executed = sorted(nb.name for nb in args.executed.glob("*.ipynb"))
+        for name in executed:
+            print(f"  {name}")
+        absent = [nb.name for nb in sorted(PATHS.notebooks.glob("[0-9][0-9]_*.ipynb")) if nb.name not in executed]
+        if absent:
+            print(f"  missing: {', '.join(absent)}")
     subset = data.load_subset()     # `make course` ran `python -m helpers.data verify` already
     print(f"data: {len(subset.image_ids)} images, {len(subset.captions)} captions")
     q = data.label_quality(data.mine_labels(subset.captions), data.instance_labels(subset)).loc["ALL (micro)"]
     print(f"caption-mined labels vs instance labels (258 images): precision {q.precision:.2f}, recall {q.recall:.2f}")
-    table = PATHS.results / "table.md"
-    if table.is_file():
-        print(f"\nresults ({table}):\n{table.read_text()}")
-    else:
-        print("no results yet: run `python -m helpers reproduce` (or notebook 06)")
+    print("\n" + evaluation.results_report())
     return 0
 
 
@@ -163,13 +172,16 @@ def main(argv: list[str] | None = None) -> int:
 
     st = sub.add_parser("student", help="write the student edition: exercise solutions replaced by stubs (nbgrader's markers)")
     st.add_argument("--out", type=Path, default=None, help="folder to write to (default: student/, git-ignored)")
+    c = sub.add_parser("clean", help="strip execution timestamps and widget state from notebooks, in place")
+    c.add_argument("paths", nargs="*", type=Path, help="notebooks or folders (default: the course's notebooks/)")
     su = sub.add_parser("summary", help="headline results so far")
     su.add_argument("--executed", type=Path, help="folder of executed notebooks to list")
     sub.add_parser("bench", help="timings: extract, score, runs (python -m helpers bench --help)")
 
     args = parser.parse_args(argv)
     commands = {"train": train_command, "search": search_command, "reproduce": reproduce_command,
-                "student": student_command, "summary": summary_command}
+                "student": student_command, "clean": clean_command,
+                "summary": summary_command}
     return commands[args.command](args)
 
 

@@ -45,7 +45,7 @@ def test_results_and_table_are_written_atomically_and_as_before(tmp_path, landed
     factorial = pd.DataFrame({"comparison": ["flow"], "changes": ["a"], "difference": [1.0], "lo": [-1.0],
                               "hi": [3.0], "verdict": ["no credible difference"]})
     table = evaluation.write_results(results, claims, factorial, tmp_path / "results")
-    assert sorted(landed) == ["claims.json", "factorial.json", "retrieval.json", "table.md"]
+    assert sorted(landed) == ["claims.json", "factorial.json", "provenance.json", "retrieval.json", "table.md"]
     assert table.read_text() == evaluation.markdown_table(results, claims, factorial) + "\n"
     assert (tmp_path / "results" / "claims.json").read_text() == claims.to_json(orient="records", indent=1)
 

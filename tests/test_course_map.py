@@ -1,9 +1,11 @@
 """Notebook 00's map of the course stays in step with the notebooks: one row per notebook, in order,
-each with the compute time its own header states."""
+each with the compute time its own header states; the Makefile and the README count 06's runs as the recipe does."""
 import re
 from pathlib import Path
 
 import nbformat
+
+from helpers.pipeline.recipes import MODEL_NAMES, seeds_for
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -27,3 +29,16 @@ def test_the_map_lists_every_notebook_in_order():
 def test_each_row_quotes_its_notebooks_header_time():
     for row, path in zip(_map_rows(), NOTEBOOKS):
         assert row[2].startswith(_header_time(path)), (path.name, row[2], _header_time(path))
+
+
+def test_the_makefile_and_readme_say_how_many_runs_06_trains():
+    """05 trains every model's seed 0 (`runs.train_all`); 06 (`runs.evaluate_all`) reuses those and trains the
+    other seeds of `recipes.seeds_for`, then scores every run: the numbers the Makefile and the README quote."""
+    total = sum(len(seeds_for(m)) for m in MODEL_NAMES)
+    trained = total - sum(0 in seeds_for(m) for m in MODEL_NAMES)
+    root = NOTEBOOKS[0].parents[1]
+    makefile, readme = (root / "Makefile").read_text(), (root / "README.md").read_text()
+    said = re.findall(r"06 trains (?:and scores )?(\d+)", makefile + readme)
+    assert said and set(said) == {str(trained)}, (said, trained)
+    assert f"06 trains {trained} runs and scores {total} in one cell" in makefile
+    assert f"notebook 06 trains {trained} more runs" in readme and f"each of the {total} runs" in readme

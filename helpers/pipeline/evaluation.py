@@ -1,17 +1,21 @@
 """Notebook 06's tables: every model's recalls with honest intervals, the blog's +8.5% under each declared
 reading, and the factorial's one-factor comparisons; and the results files `python -m helpers reproduce`
-writes (results/*.json, results/table.md). Each table is a function of the runs' test ranks alone.
+writes (results/*.json, results/table.md, and results/provenance.json: when, from which commit, with which
+budget and encoders). Each table is a function of the runs' test ranks alone.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from .. import intervals, metrics
-from ..atomic import write_text
-from ..config import PATHS
-from .recipes import HEADLINE, MODEL_NAMES
+from ..atomic import md5sum, write_json, write_text
+from ..config import PATHS, PROJECT_ROOT, encoder_pair
+from .recipes import HEADLINE, MODEL_NAMES, seeds_for
 
 CLAIMED_GAIN = 8.5            # the blog: "+8.5% cross-modal retrieval accuracy" (metric and baseline unspecified)
 # The course's readings of the blog's sentence, declared before any number: the primary comparison is
@@ -117,10 +121,84 @@ def markdown_table(results: pd.DataFrame, claims: pd.DataFrame, factorial: pd.Da
     return "\n".join(lines)
 
 
+RESULT_FILES = ("retrieval.json", "claims.json", "factorial.json", "table.md", "provenance.json")
+
+
 def write_results(results: pd.DataFrame, claims: pd.DataFrame, factorial: pd.DataFrame,
-                  folder: Path | None = None) -> Path:
-    """results/retrieval.json, claims.json, factorial.json and table.md."""
+                  folder: Path | None = None, budget: str | None = None) -> Path:
+    """results/retrieval.json, claims.json, factorial.json, table.md and, last, provenance.json (`provenance`)
+    -> the path of table.md."""
     folder = Path(folder or PATHS.results)
     for name, table in (("retrieval", results), ("claims", claims), ("factorial", factorial)):
         write_text(folder / f"{name}.json", table.to_json(orient="records", indent=1))
-    return write_text(folder / "table.md", markdown_table(results, claims, factorial) + "\n")
+    path = write_text(folder / "table.md", markdown_table(results, claims, factorial) + "\n")
+    write_json(folder / "provenance.json", provenance(budget, md5sum(path)), indent=1)
+    return path
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict:
+    """{'commit': the checkout's HEAD, 'uncommitted_changes': whether a tracked file differs from it}; both
+    None where `root` is no git checkout of its own (a downloaded zip) or git is missing."""
+    try:
+        if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() != Path(root).resolve():
+            return {"commit": None, "uncommitted_changes": None}
+        return {"commit": _git(root, "rev-parse", "HEAD"),
+                "uncommitted_changes": bool(_git(root, "status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "uncommitted_changes": None}
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
+def provenance(budget: str | None, table_md5: str) -> dict:
+    """What results/provenance.json records: the time (UTC), the checkout's `git_state`, the budget (None where
+    the writer did not say), the encoders (`config.encoder_pair`) and the md5 of the table.md it describes."""
+    return {"written_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **git_state(),
+            "budget": budget, "encoders": encoder_pair(), "table_md5": table_md5}
+
+
+def provenance_line(folder: Path | None = None) -> str:
+    """One line: when, from which commit, with which budget and encoders results/table.md was made."""
+    folder = Path(folder or PATHS.results)
+    path = folder / "provenance.json"
+    if not path.is_file():
+        return (f"made: unknown (no {path}: an older version of the course wrote this table); run "
+                "`python -m helpers reproduce` again to know")
+    p = json.loads(path.read_text(encoding="utf-8"))
+    if (folder / "table.md").is_file() and p.get("table_md5") != md5sum(folder / "table.md"):
+        return (f"made: unknown ({path} describes another table.md, so table.md was written by something else "
+                "since): run `python -m helpers reproduce` again to know")
+    commit = ("an unknown commit (not a git checkout)" if p["commit"] is None else
+              f"commit {p['commit'][:10]}" + (" with uncommitted changes" if p["uncommitted_changes"] else ""))
+    enc = p["encoders"]
+    budget = "budget not recorded" if p["budget"] is None else f"budget {p['budget']}"
+    return (f"made {p['written_utc'].replace('T', ' ').replace('Z', ' UTC')} from {commit}; {budget}, "
+            f"encoders {enc['pair']} ({enc['image']} + {enc['text']})")
+
+
+def missing_results(folder: Path | None = None) -> list[str]:
+    """The expected results not in `folder`: files of `RESULT_FILES`, models of `MODEL_NAMES` and seeds of
+    `recipes.seeds_for` absent from retrieval.json -> one phrase each ([] when nothing is missing)."""
+    folder = Path(folder or PATHS.results)
+    missing = [f"{name} (no file)" for name in RESULT_FILES if not (folder / name).is_file()]
+    if (folder / "retrieval.json").is_file():
+        seeds = {r["model"]: r["seeds"] for r in json.loads((folder / "retrieval.json").read_text(encoding="utf-8"))}
+        missing += [f"{m} (not in retrieval.json)" if m not in seeds else f"{m}: {seeds[m]} of {len(seeds_for(m))} seeds"
+                    for m in MODEL_NAMES if seeds.get(m, 0) < len(seeds_for(m))]
+    return missing
+
+
+def results_report(folder: Path | None = None) -> str:
+    """What `python -m helpers summary` says of results/: when and from which commit the table was made,
+    the table, and what is missing."""
+    folder = Path(folder or PATHS.results)
+    table = folder / "table.md"
+    if not table.is_file():
+        return f"no results yet in {folder}: run `python -m helpers reproduce` (or notebook 06)"
+    missing = missing_results(folder)
+    tail = ("missing: " + "; ".join(missing) + "\n(`python -m helpers reproduce` makes every model with "
+            "the course's seeds)") if missing else "missing: nothing (every model with the course's seeds)"
+    return f"results ({table}), {provenance_line(folder)}:\n{table.read_text(encoding='utf-8')}\n{tail}"

@@ -1,2 +1,3 @@
 """Tools around the course: `bench` (timings, `python -m helpers bench`), `editions` (the student edition,
-`make student`) and `run_notebooks` (`make course`: the notebooks run headless, with progress)."""
+`make student`), `run_notebooks` (`make course`: the notebooks run headless, with progress) and `clean`
+(notebooks without timestamps or widget state, `make refresh`)."""
