@@ -16,6 +16,7 @@ The modules a learner reads, one per course step (each imports only libraries an
     pretraining     08: self-supervised (SimCLR) pre-training of each modality's projection
     metrics         06: recall@K with ties against the model, rSum, verdict words
     intervals       06: honest intervals over test images and training seeds
+    protocols       06 at scale: the published COCO 1K (five folds of 5K) and 5K protocols
     probes          07: linear probes of what each modality's vectors keep
     pointing        07: word-over-region attention maps and the pointing game
     plots           figures: images with credits, attention maps, curves, forest plots
