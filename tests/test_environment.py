@@ -43,6 +43,7 @@ IMPORT_TO_DIST = {
     "seaborn": "seaborn",
     "tqdm": "tqdm",
     "safetensors": "safetensors",
+    "nbclient": "nbclient",
     "scipy": "scipy",
     "threadpoolctl": "threadpoolctl",
     "huggingface_hub": "huggingface-hub",
