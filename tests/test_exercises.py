@@ -352,7 +352,7 @@ def test_every_exercise_has_a_hint_and_a_solution(name, capsys):
     hint = capsys.readouterr().out
     ex.solution()
     solution = capsys.readouterr().out
-    assert hint.startswith(f"Hint 1/") and f"({name}): " in hint and len(hint) > 40
+    assert hint.startswith("Hint 1/") and f"({name}): " in hint and len(hint) > 40
     if ex.kind == "code":
         assert solution.startswith(f"def {name}(") and "return" in solution
     else:

@@ -589,7 +589,6 @@ def test_a_prediction_of_the_wrong_type_or_not_finite_gets_a_message(name):
 
 @pytest.mark.parametrize("name", MINE)
 def test_a_check_called_the_wrong_way_gets_a_message(name):
-    ex = exercises.EXERCISES[name]
     answer = {"n_regions": 49, "padding_share": 0.77, "uniform_keys": 1 / 49, "drop_scaling": "b"}.get(name, print)
     for extra in ((None,), ([],), ({},)):
         message = _message(name, answer, *extra)

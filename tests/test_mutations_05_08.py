@@ -707,7 +707,7 @@ def test_every_exercise_of_05_08_has_tiered_hints(name, capsys):
     first = capsys.readouterr().out
     ex.hint(2)
     second = capsys.readouterr().out
-    assert first.startswith(f"Hint 1/") and second.startswith("Hint 2/") and first[9:] != second[9:]
+    assert first.startswith("Hint 1/") and second.startswith("Hint 2/") and first[9:] != second[9:]
     assert f"exercises.{name}.hint(2)" in first
 
 

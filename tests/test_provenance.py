@@ -3,7 +3,6 @@ made; `python -m helpers summary` prints that line and the expected results that
 import json
 import re
 import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd

@@ -56,7 +56,7 @@ def test_progress_lines_show_notebook_cell_bar_output_and_heartbeat(tmp_path, ke
     assert "[##########----------]  1/2 code cells" in said and "cell 3: import time" in said
     assert "   | hello\n" in said and "   | slow cell done\n" in said
     assert re.search(r"   \.\.\. cell 3 still running: 0m0[12]s", said)
-    assert f"== done in" in said and (out / nb.name).is_file()
+    assert "== done in" in said and (out / nb.name).is_file()
 
 
 def test_budget_switch_reaches_stand_in_notebooks_through_make(tmp_path, kernel_env):
