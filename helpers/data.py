@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import PATHS
 from .atomic import atomic_path, md5sum
-from .download import DownloadError, check_file_name, download_subset
+from .download import DownloadError, check_file_name, decodes, download_subset
 
 IDS_CSV = PATHS.data / "subset_images.csv"   # committed: ids, checksums, has_instances, split
 # md5 of the shared mirror's other files (computed from ../shared/coco-subset); images: `file_md5` in IDS_CSV
@@ -95,16 +95,6 @@ def _problem(path: Path, md5: str) -> str | None:
     if actual != md5:
         return f"{path} is damaged or truncated (md5 {actual}, expected {md5}; {path.stat().st_size} bytes)"
     return None
-
-
-def _decodes(path: Path) -> bool:
-    """True if the image at `path` decodes."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-        return True
-    except (OSError, UnidentifiedImageError):
-        return False
 
 
 def _bad_files(dest: Path, reference: dict[str, str]) -> list[str]:
@@ -246,7 +236,7 @@ def verify(dest: Path | None = None) -> VerifyReport:
                        f"{IDS_CSV.name} has {n_images})")
         elif _problem(path, md5):
             bad.append(name if rel.startswith("images/") else f"{rel} (changed or truncated)")
-        elif rel.startswith("images/") and not _decodes(path):
+        elif rel.startswith("images/") and not decodes(path):
             bad.append(name)
     return VerifyReport(n_images, bad, len(reference))
 

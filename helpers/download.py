@@ -122,7 +122,7 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def _decodes(path: Path) -> bool:
+def decodes(path: Path) -> bool:
     """True if `path` exists and is a readable image."""
     try:
         with Image.open(path) as im:
@@ -182,7 +182,7 @@ def download_subset(dest: Path, ids_csv: Path, base_url: str = COCO_BASE_URL, do
         if im["file_name"] != r.file_name:
             raise ValueError(f"image {r.image_id}: {ids_csv} says {r.file_name!r}, COCO says {im['file_name']!r}")
         out = dest / "images" / r.file_name
-        if not _decodes(out):
+        if not decodes(out):
             url = base_url + urlsplit(im["coco_url"]).path
             original = fetch(url, downloads / "originals" / r.file_name, md5=r.orig_md5, progress=False)
             with Image.open(original) as img:

@@ -172,23 +172,7 @@ def _loss_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_loss(fn, reference, mistakes: Callable[[torch.Tensor, torch.Tensor], list], seed: int) -> None:
     """Value and gradient of a loss over (B, B) scores and a log-temperature against the course's function."""
-    scores, scale = _loss_inputs(seed)
-    s, ls = scores.clone().requires_grad_(), scale.clone().requires_grad_()
-    out = _call(fn, s, ls)
-    if not isinstance(out, torch.Tensor):
-        raise Mistake(f"return the loss as a tensor (training calls .backward() on it), got {type(out).__name__}")
-    if out.dim() != 0:
-        raise Mistake(f"expected one number, a scalar tensor, got shape {tuple(out.shape)} (average over the batch)")
-    _compare(out.detach(), reference(scores, scale), mistakes(scores, scale), "the loss")
-    if not out.requires_grad:
-        raise Mistake("the loss is cut from the graph (.item(), .detach() or numpy): no gradient can reach the model")
-    out.backward()
-    rs, rls = scores.clone().requires_grad_(), scale.clone().requires_grad_()
-    reference(rs, rls).backward()
-    if ls.grad is None:
-        raise Mistake("no gradient reaches logit_scale: the temperature would never be learned")
-    if not (_close(s.grad, rs.grad) and _close(ls.grad, rls.grad)):
-        raise Mistake("the right value with the wrong gradient (is part of the computation detached?)")
+    _check_loss_on(fn, reference, mistakes, [_loss_inputs(seed)])
 
 
 # ------------------------------------------------------------------ losses on inputs of the check's own (05, 08)
