@@ -87,10 +87,13 @@ refresh: data
 	  COURSE_RECORD_REFERENCES=1 $(PY) -m jupyter nbconvert $(EXECUTE) --inplace $$nb || exit 1; done
 	@$(PY) -m helpers clean $(NOTEBOOKS)
 
-# Maintainers: the learning-rate x temperature search for every model (about 30 min on 2 cores), outside
-# the tests; it writes notebooks/search-cpu.csv, which is committed and which notebook 05 re-checks.
+# Maintainers: the learning-rate x temperature search for every model, outside the tests. The bracketing search
+# (three values per axis, grown on any side where a model's choice sits on the edge) writes every trial to
+# notebooks/search-grid-cpu.csv after each model, and an interrupted `make search` continues from the rows there.
+# SEARCH_MODELS: which models (default: every model of the factorial and the blog's module).
+SEARCH_MODELS ?=
 search: data
-	@$(PY) -m helpers search --budget cpu
+	@$(PY) -m helpers search --bracket --budget cpu $(if $(SEARCH_MODELS),--models $(SEARCH_MODELS))
 
 # Notebook 08's runs (sweeps, variants, data-scale curve, 3 seeds each), outside the tests; writes the
 # committed notebooks/ablations-*-cpu.* that 08 reads.

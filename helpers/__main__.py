@@ -58,8 +58,15 @@ def train_command(args) -> int:
 
 def search_command(args) -> int:
     from .pipeline import feature_cache, search
-    from .pipeline.recipes import search_table
+    from .pipeline.recipes import grid_table, search_table
 
+    if args.bracket:
+        table, grid = search.bracketing_search(feature_cache.load_course_features(progress=False), args.models,
+                                               args.budget)
+        print(table.drop(columns=["recipe"]).to_string(index=False))
+        print(f"\nthe final grid: {grid}; every trial is in {grid_table(args.budget)}; the choices:")
+        print(search.bracketed(table, grid).to_string())
+        return 0
     table = search.search(feature_cache.load_course_features(progress=False), args.models, args.budget)
     table = search.write_search(table, args.budget)
     print(table.to_string(index=False))
@@ -162,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("search", help="the learning-rate x temperature search for every model (about 30 min)")
     s.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     s.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    s.add_argument("--bracket", action="store_true",
+                   help="the search that grows its grid until every choice is interior (notebooks/search-grid-<budget>.csv; "
+                        "resumes from the rows already there)")
 
     r = sub.add_parser("reproduce", help="prepare, extract, train every model with N seeds, evaluate, write results/")
     r.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 5 for decoupled and joint, 3 for the others)")

@@ -35,6 +35,14 @@ BUDGETS = {
 
 # The search (`helpers.pipeline.search`, `make search`): every model gets these trials, seed 0.
 GRID = {"lr": (1e-3, 3e-3), "init_temperature": (0.03, 0.1)}   # the temperature stays learnable
+
+# The bracketing search (`helpers.pipeline.search.bracketing_search`, `make search`): one grid shared by every
+# model, three values per axis to start; wherever a model's best trial sits on an edge of the grid, the grid grows by
+# the next value of that axis's ladder on that side, for every model (the same trials for all), until every model's
+# choice is interior or the ladder ends.
+LADDERS = {"lr": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+           "init_temperature": (0.01, 0.03, 0.1, 0.3, 1.0)}
+START_GRID = {"lr": (3e-4, 1e-3, 3e-3), "init_temperature": (0.03, 0.1, 0.3)}
 IDENTITY_LEFT_OUT = ("progress",)     # TrainConfig fields that do not change what a run computes
 
 
@@ -50,6 +58,11 @@ def trials() -> list[dict]:
 def search_table(budget: str) -> Path:
     """The search's committed table for a budget: notebooks/search-<budget>.csv."""
     return PATHS.notebooks / f"search-{budget}.csv"
+
+
+def grid_table(budget: str) -> Path:
+    """The bracketing search's committed table (every trial, with its convergence): notebooks/search-grid-<budget>.csv."""
+    return PATHS.notebooks / f"search-grid-{budget}.csv"
 
 
 def chosen(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,20 +1,33 @@
-"""The same small search for every model: learning rate x initial temperature, chosen on validation.
+"""The same search for every model: learning rate x initial temperature, chosen on validation.
 
 Every model gets the same grid (`recipes.GRID`: equal trials), seed 0, the budget's early stopping, and
 the trial with the best validation rSum is its setting. The search is costly (7 models x 4 trials), so it
 runs outside the tests (`make search`, or `python -m helpers search`) and writes
 `notebooks/search-<budget>.csv`, which is committed; `recipes.train_config` reads the chosen setting from
 it, and notebook 05 re-trains each chosen trial and checks it against the table (`recheck`).
+
+`bracketing_search` is the search that brackets its choice: one grid shared by every model (`recipes.START_GRID`,
+three values per axis), grown on a side wherever a model's best trial sits on that edge (`extend`), for every
+model alike, until each choice is interior (`bracketed`). It writes every trial with its convergence (stopping
+epoch, the validation change over the last three epochs, the learned temperature) to
+`notebooks/search-grid-<budget>.csv` after each model's trials, and reuses the rows already there whose
+configuration is the same (`recipe_id`), so an interrupted search continues where it stopped, even from a fresh
+clone that has only the committed table.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import math
+
 import pandas as pd
 
+from .. import models
 from ..atomic import write_csv
 from ..checks import TOLERANCES
-from ..train import TrainResult
-from .recipes import GRID, chosen, search_table, train_config, trials
-from .runs import train_run
+from ..train import TrainConfig, TrainResult
+from .recipes import GRID, LADDERS, START_GRID, chosen, grid_table, run_dir, search_table, train_config, trials
+from .runs import run_all, train_run
 
 
 def search(feats, model_names, budget: str = "cpu") -> pd.DataFrame:
@@ -73,3 +86,115 @@ def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFram
 def chosen_table(table: pd.DataFrame) -> pd.DataFrame:
     """The chosen trial of every model, as `python -m helpers search` prints it."""
     return chosen(table)[list(GRID) + ["best epoch", "val rsum"]]
+
+
+# ----------------------------------------------------------------------------- the bracketing search
+
+AXES = tuple(START_GRID)          # ("lr", "init_temperature")
+
+
+def grid_trials(grid: dict) -> list[dict]:
+    """{'lr': (...), 'init_temperature': (...)} -> every combination, [{'lr': ..., 'init_temperature': ...}, ...]."""
+    return [dict(zip(grid, values)) for values in itertools.product(*(sorted(v) for v in grid.values()))]
+
+
+def recipe_id(cfg: TrainConfig) -> str:
+    """What a trial's row was computed from: its run folder's name (the whole training configuration) and a
+    digest of its model's definition in `models.MODELS`, so a changed recipe or model makes the row stale."""
+    cls, settings = models.MODELS[cfg.model]
+    definition = f"{cls.__name__}:{sorted(settings.items())}"
+    return f"{run_dir(cfg).name}:{hashlib.sha256(definition.encode()).hexdigest()[:8]}"
+
+
+def trial_row(cfg: TrainConfig, r: TrainResult) -> dict:
+    """A trained trial -> its row: the setting, the best and last validation rSum, the stopping epoch, the
+    validation change over its last three epochs, how it stopped, the learned temperature (of the best
+    epoch's weights) and the seconds of training and validation."""
+    rsum = r.history.rsum.tolist()
+    return {"model": cfg.model, "lr": cfg.lr, "init_temperature": cfg.model_overrides["init_temperature"],
+            "best epoch": int(r.best["epoch"]), "epochs": len(rsum), "val rsum": round(r.best["rsum"], 2),
+            "last val rsum": round(rsum[-1], 2),
+            "change over last 3 epochs": round(rsum[-1] - rsum[-4], 2) if len(rsum) >= 4 else math.nan,
+            "stopped by": "patience" if len(rsum) < cfg.epochs else "epoch cap",
+            "learned temperature": round(1 / r.model.logit_scale.exp().item(), 4),
+            "seconds": round(float(r.history.seconds.sum()), 1), "recipe": recipe_id(cfg)}
+
+
+def read_grid(path) -> pd.DataFrame:
+    """The committed rows of the bracketing search (an empty table if there are none yet)."""
+    if not path.is_file():
+        return pd.DataFrame(columns=["model", *AXES, "recipe"])
+    table = pd.read_csv(path)
+    missing = {"model", *AXES, "val rsum", "recipe"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not a table of the bracketing search; "
+                         "move it away and run `make search` to write it again")
+    return table
+
+
+def _key(model: str, trial: dict) -> tuple:
+    return (model, *(float(trial[a]) for a in AXES))
+
+
+def rows_of(table: pd.DataFrame, model_names, grid: dict, budget: str) -> pd.DataFrame:
+    """The rows of `table` that are the current recipe's trials of `grid` for `model_names`, in grid order."""
+    have = {(_key(r.model, {a: getattr(r, a) for a in AXES}), r.recipe): i for i, r in zip(table.index, table.itertuples())}
+    picked = []
+    for model in model_names:
+        for trial in grid_trials(grid):
+            i = have.get((_key(model, trial), recipe_id(train_config(model, budget, seed=0, setting=trial))))
+            if i is not None:
+                picked.append(i)
+    return table.loc[picked]
+
+
+def extend(grid: dict, best: pd.DataFrame) -> dict:
+    """The grid grown by one ladder value on every side where some model's best trial (`best`: one row per
+    model) sits on the grid's edge; the same grid if every choice is interior (or the ladder has run out)."""
+    wider = {a: set(grid[a]) for a in AXES}
+    for axis in AXES:
+        ladder, values = LADDERS[axis], sorted(grid[axis])
+        for value in best[axis]:
+            step = ladder.index(min(ladder, key=lambda v: abs(math.log(v / value))))
+            if math.isclose(value, values[0]) and step > 0:
+                wider[axis].add(ladder[step - 1])
+            if math.isclose(value, values[-1]) and step < len(ladder) - 1:
+                wider[axis].add(ladder[step + 1])
+    return {a: tuple(sorted(wider[a])) for a in AXES}
+
+
+def bracketed(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
+    """Per model: its chosen trial (best validation rSum) and, per axis, whether the choice is interior to the grid."""
+    best = chosen(table)
+    out = best[[*AXES, "val rsum", "best epoch", "epochs", "learned temperature"]].copy()
+    for axis in AXES:
+        lo, hi = min(grid[axis]), max(grid[axis])
+        out[f"{axis} interior"] = [not (math.isclose(v, lo) or math.isclose(v, hi)) for v in best[axis]]
+    return out
+
+
+def bracketing_search(feats, model_names, budget: str = "cpu", log=print) -> tuple[pd.DataFrame, dict]:
+    """Grow the shared grid until every model's choice is interior -> (every trial's row, the final grid).
+
+    Trials already in the committed table with the same configuration are reused; the others train (side by
+    side on a CPU, `runs.run_all`), a model at a time, and the table is written after each model."""
+    path = grid_table(budget)
+    table, grid = read_grid(path), {a: tuple(START_GRID[a]) for a in AXES}
+    for round_ in itertools.count(1):
+        for model in model_names:
+            todo = [train_config(model, budget, seed=0, setting=t) for t in grid_trials(grid)]
+            done = {r for r in table.recipe} if len(table) else set()
+            todo = [cfg for cfg in todo if recipe_id(cfg) not in done]
+            if not todo:
+                continue
+            log(f"round {round_}: {model}, {len(todo)} trials to train")
+            run_all(todo, feats, rank=False)
+            new = pd.DataFrame([trial_row(cfg, train_run(cfg, feats)) for cfg in todo])
+            keep = table[~table.recipe.isin(new.recipe)] if len(table) else table.iloc[0:0]
+            table = pd.concat([keep, new], ignore_index=True) if len(keep) else new
+            write_csv(table, path, index=False)
+        wider = extend(grid, chosen(rows_of(table, model_names, grid, budget)))
+        if wider == grid:
+            return rows_of(table, model_names, grid, budget), grid
+        log(f"round {round_}: a choice sits on an edge; the grid grows to {wider}")
+        grid = wider
