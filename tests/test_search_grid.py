@@ -86,3 +86,10 @@ def test_a_table_that_is_not_the_searchs_is_refused(tmp_path):
     pd.DataFrame({"model": ["dual"], "lr": [1e-3]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match="not a table of the bracketing search"):
         search.read_grid(path)
+
+
+def test_a_run_that_ends_at_the_cap_but_patience_epochs_after_its_best_stopped_by_patience():
+    cfg = TrainConfig(epochs=20, patience=3)
+    assert search.stopped_by(17, 20, cfg) == "patience"
+    assert search.stopped_by(19, 20, cfg) == "epoch cap"
+    assert search.stopped_by(5, 8, cfg) == "patience"

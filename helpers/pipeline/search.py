@@ -106,6 +106,12 @@ def recipe_id(cfg: TrainConfig) -> str:
     return f"{run_dir(cfg).name}:{hashlib.sha256(definition.encode()).hexdigest()[:8]}"
 
 
+def stopped_by(best_epoch: int, epochs: int, cfg: TrainConfig) -> str:
+    """'patience' when `patience` epochs passed without a better validation (converged by the course's rule),
+    else 'epoch cap' (the run ran out of epochs still within `patience` of its best: it may not have converged)."""
+    return "patience" if cfg.patience and epochs - best_epoch >= cfg.patience else "epoch cap"
+
+
 def trial_row(cfg: TrainConfig, r: TrainResult) -> dict:
     """A trained trial -> its row: the setting, the best and last validation rSum, the stopping epoch, the
     validation change over its last three epochs, how it stopped, the learned temperature (of the best
@@ -115,7 +121,7 @@ def trial_row(cfg: TrainConfig, r: TrainResult) -> dict:
             "best epoch": int(r.best["epoch"]), "epochs": len(rsum), "val rsum": round(r.best["rsum"], 2),
             "last val rsum": round(rsum[-1], 2),
             "change over last 3 epochs": round(rsum[-1] - rsum[-4], 2) if len(rsum) >= 4 else math.nan,
-            "stopped by": "patience" if len(rsum) < cfg.epochs else "epoch cap",
+            "stopped by": stopped_by(int(r.best["epoch"]), len(rsum), cfg),
             "learned temperature": round(1 / r.model.logit_scale.exp().item(), 4),
             "seconds": round(float(r.history.seconds.sum()), 1), "recipe": recipe_id(cfg)}
 
