@@ -16,8 +16,8 @@ The factorial (`FactorialModel`): direction of flow {none, text -> image, both w
 - Notebook 08's variants: `decoupled` with one change each: two of the blog's bugs put back as settings
   (`value=False`, `mask_padding=False`), attention over the raw regions, or an added loss term.
 
-What a model computes is set by its `ModelConfig` (flow, head, value, mask_padding): the fast versions
-in `helpers.fast.scoring` read the same fields. `score_all` scores a whole split with these lines.
+What a model computes is set by its `ModelConfig` (flow, head, value, mask_padding, text_length): the fast
+versions in `helpers.fast.scoring` read the same fields. `score_all` scores a whole split with these lines.
 """
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ class ModelConfig:
     head: str = "words"          # "pooled" (cosine of mean vectors) or "words" (mean of per-word cosines)
     value: bool = True           # attend over value(regions); False: over the regions themselves (the blog)
     mask_padding: bool = True    # padded positions are masked; False: every position is a word (the blog)
+    text_length: int = 0         # mask_padding=False only: read every caption as exactly this many positions
+                                 # (zero-padded, e.g. TEXT_MAX_LENGTH; 0: as the caller padded it), so training
+                                 # and test score it alike; a masked model's scores never depend on it
     aux_weight: float = 0.0      # weight of an added loss term (08's regularisers)
     init_temperature: float = 0.07
 
@@ -69,6 +72,9 @@ class RetrievalModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if not isinstance(cfg.text_length, int) or cfg.text_length < 0:
+            raise ValueError(f"text_length={cfg.text_length!r}; use 0 (the caller's padding) or a positive number "
+                             f"of positions, e.g. TEXT_MAX_LENGTH={TEXT_MAX_LENGTH}")
         self.cfg = cfg
         self.logit_scale = nn.Parameter(torch.tensor(1.0 / cfg.init_temperature).log())
 
@@ -88,6 +94,28 @@ class RetrievalModel(nn.Module):
         return {}
 
 
+def check_text_length(longest: int, length: int) -> None:
+    """Refuse a caption of `longest` positions for a model that reads exactly `length` positions."""
+    if longest > length:
+        raise ValueError(f"a caption has {longest} tokens but the model reads every caption as exactly "
+                         f"text_length={length} positions; build it with text_length >= {longest} (the encoders "
+                         f"keep at most TEXT_MAX_LENGTH={TEXT_MAX_LENGTH}), or cut the caption")
+
+
+def fixed_length(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, Dt) tokens, (B, T) bool mask -> (B, length, Dt), (B, length): every caption as exactly `length`
+    positions whatever T was, every padded position a zero token vector (what the course's features hold there)."""
+    check_mask(mask)
+    check_text_length(int(mask.sum(1).max()) if len(mask) else 0, length)
+    if mask[:, length:].any():
+        raise ValueError(f"a caption has a real token past position {length}; real tokens must come first")
+    tokens, mask = tokens[:, :length], mask[:, :length]
+    extra = length - tokens.shape[1]
+    tokens = torch.cat([tokens, tokens.new_zeros(len(tokens), extra, tokens.shape[2])], 1)
+    mask = torch.cat([mask, mask.new_zeros(len(mask), extra)], 1)
+    return tokens * mask[..., None], mask
+
+
 class WordRegionModel(RetrievalModel):
     """Regions (B, R, C) and words (B, T, Dt) projected to (·, dim) by Linear + LayerNorm: every model's input."""
 
@@ -103,6 +131,14 @@ class WordRegionModel(RetrievalModel):
         """With `mask_padding=False` (the blog's text extractor, which drops the mask), every position of the
         padded batch counts as a word: padded ones are zero features, projected like any other."""
         return {"words": self.text_proj(tokens), "mask": mask if self.cfg.mask_padding else torch.ones_like(mask)}
+
+    def read_length(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, Dt), (B, T) -> the captions as the model reads them: `fixed_length` to `cfg.text_length` for a
+        model that counts padding and has one, so its scores do not depend on the caller's padding; as given
+        otherwise (a masked model's scores never depend on padding, so text_length has no effect on them)."""
+        if self.cfg.mask_padding or not self.cfg.text_length:
+            return tokens, mask
+        return fixed_length(tokens, mask, self.cfg.text_length)
 
 
 class FactorialModel(WordRegionModel):
@@ -127,6 +163,10 @@ class FactorialModel(WordRegionModel):
         if not cfg.value:                      # the blog's bug: `self.value` is defined, then never used
             self.attn.value = nn.Identity()
         self.text_value = nn.Linear(cfg.dim, cfg.dim) if cfg.flow == "both" else None
+
+    def encode_texts(self, tokens, mask, pooled):
+        """`WordRegionModel.encode_texts` of the captions as the model reads them (`read_length`)."""
+        return super().encode_texts(*self.read_length(tokens, mask), pooled)
 
     def word_vectors(self, words, mask, regions) -> tuple[torch.Tensor, torch.Tensor]:
         """(Nt, T, D) words, (Nt, T) mask, (Ni, R, D) regions -> text_t, image_t, broadcastable to (Nt, T, Ni, D)."""
@@ -186,6 +226,10 @@ class BlogModel(WordRegionModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.attn = DecoupledAttention.blog_faithful(cfg.dim)
+
+    def encode_texts(self, tokens, mask, pooled):
+        """`WordRegionModel.encode_texts` of the captions as the model reads them (`read_length`)."""
+        return super().encode_texts(*self.read_length(tokens, mask), pooled)
 
     def score(self, img, txt):
         return blog_scores(self.attn, txt["words"], img["regions"]).t()
@@ -313,7 +357,8 @@ def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | to
 
     All images and all captions by default, or the given rows. Images are encoded once; captions are
     encoded and scored by `model.score` in chunks of `chunk`, sorted by length so each chunk pads little
-    (every chunk pads alike, to the longest caption of the set, for a model that counts padding);
+    (every chunk pads alike, to the longest caption of the set, for a model that counts padding; one with
+    `text_length` reads every caption as that many positions whatever this padding);
     memory per chunk ~ chunk * N_img * T * R floats.
     """
     model.eval().to(device)

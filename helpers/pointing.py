@@ -53,8 +53,8 @@ def attention_maps(model, fs: FeatureSet, image_rows: torch.Tensor, caption_rows
     model.eval()
     img = model.encode_images(*fs.image_batch(torch.as_tensor(image_rows)))
     tokens, mask, pooled = fs.text_batch(torch.as_tensor(caption_rows))
-    txt = model.encode_texts(tokens, mask, pooled)
-    _, weights = model.attn(txt["words"], img["regions"], text_mask=mask)               # (B, H, T, R)
+    words = model.encode_texts(tokens, mask, pooled)["words"][:, :mask.shape[1]]     # text_length's pads cut
+    _, weights = model.attn(words, img["regions"], text_mask=mask)                      # (B, H, T, R)
     return weights.mean(1), mask
 
 

@@ -109,7 +109,8 @@ def representations(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256
 
     def texts(rows):
         tokens, mask, pooled = (t.to(device) for t in fs.text_batch(rows))
-        return {**model.encode_texts(tokens, mask, pooled), "mask": mask}
+        txt = model.encode_texts(tokens, mask, pooled)          # a model with text_length adds pads: cut
+        return {**txt, "words": txt["words"][:, :mask.shape[1]], "mask": mask}
 
     image, regions = [], []
     for rows in torch.arange(fs.n_images).split(chunk):

@@ -54,7 +54,7 @@ def test_counts_padding_scores_change_with_padding_and_the_baseline_does_not(fs)
     rows = torch.tensor([0, 5])
     for name, moves in [("counts_padding", True), ("decoupled", False)]:
         torch.manual_seed(0)
-        model = models.build_model(name, dim=16, **SHAPE).eval()
+        model = models.build_model(name, dim=16, text_length=0, **SHAPE).eval()   # the caller's padding
         img = model.encode_images(regions, pooled)
         short, long = (model.score(img, model.encode_texts(*fs.text_batch(rows, pad_to=p)[:2], None))
                        for p in (None, 30))

@@ -18,7 +18,7 @@ arithmetic rate. The versions here
 
 `FAST` bundles this module's two entry points (`score_all` for a whole split, `batch_scores` for a
 training batch) as a `models.Scoring`, which the course's pipeline hands to `train.train`; both dispatch
-on the model's configuration (flow, head, value, mask_padding), never on its class.
+on the model's configuration (flow, head, value, mask_padding, text_length), never on its class.
 `python -m helpers bench score` times both against the floor (the flops of the big products divided by
 the measured peak matrix-multiply rate); `tests/test_fast_scoring.py` checks they agree up to rounding,
 and `agreement` lets a notebook show it on a small batch.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models import Scoring, check_mask
+from ..models import Scoring, check_mask, check_text_length
 from ..models import score_all as readable_score_all
 
 WORD_TILE = 2048     # word rows per tile (whole captions); with IMAGE_TILE, a tile's logits are ~3 MB
@@ -181,12 +181,17 @@ def prepare_joint_images(model, regions: torch.Tensor) -> dict:
             "mean": regions.mean(1)}
 
 
-def packed_words(model, features, caption_rows: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (N_tok, D) the captions' projected real words, packed in caption order, and (N_cap,) their lengths."""
+def packed_tokens(features, caption_rows: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (N_tok, Dt) the captions' real token features, packed in caption order, and (N_cap,) their lengths."""
     lengths = features.lengths()[caption_rows]
     starts = features.offsets[caption_rows]                                 # the captions' packed token rows
     rows = torch.repeat_interleave(starts - torch.cat([starts.new_zeros(1), lengths.cumsum(0)[:-1]]), lengths)
-    tokens = features.tokens[rows + torch.arange(int(lengths.sum()))].float().to(device)
+    return features.tokens[rows + torch.arange(int(lengths.sum()))].float().to(device), lengths
+
+
+def packed_words(model, features, caption_rows: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (N_tok, D) the captions' projected real words, packed in caption order, and (N_cap,) their lengths."""
+    tokens, lengths = packed_tokens(features, caption_rows, device)
     mask = torch.ones(len(tokens), 1, dtype=torch.bool, device=device)
     return model.encode_texts(tokens[:, None], mask, None)["words"][:, 0], lengths
 
@@ -197,9 +202,10 @@ def score_all(model, features, device="cpu", image_rows: torch.Tensor | None = N
     """`models.score_all`, tiled -> (N_img, N_cap) float32 on the CPU: the same scores up to float rounding.
 
     Dispatches on the model's configuration: a model that counts padding (`mask_padding=False`: the blog's
-    module, `counts_padding`) scores every caption padded to the longest of the set, as one batch would be;
-    otherwise flow "none", "text_to_image" (over the value projection or, with `value=False`, over the
-    regions themselves) or "both" (`joint_scores`).
+    module, `counts_padding`) scores every caption padded to its `text_length` or, with text_length=0, to the
+    longest of the set, as one batch would be (without building the padded tensor); otherwise flow "none",
+    "text_to_image" (over the value projection or, with `value=False`, over the regions themselves) or
+    "both" (`joint_scores`). A masked model packs or tiles its captions as it likes: padding never moves its scores.
     """
     cfg = model.cfg
     model.eval().to(device)
@@ -211,14 +217,17 @@ def score_all(model, features, device="cpu", image_rows: torch.Tensor | None = N
         if (cfg.flow, cfg.head) != ("text_to_image", "words"):
             raise ValueError(f"{cfg.name}: counting padding is scored here for text -> image, per-word models "
                              f"only, not flow {cfg.flow!r} with head {cfg.head!r}; use models.score_all")
-        # Every caption is padded to the longest (as one batch would be), and the mean runs over all
-        # positions. A pad token is the zero vector, so every pad is the same word p: its cosine is
-        # computed once per image and added (P - T_c) times to caption c's sum over its real words.
-        words, lengths = packed_words(model, features, caption_rows, device)
+        # Every caption is padded to P positions (text_length, or the longest, as one batch would be), and
+        # the mean runs over all of them. A pad token is the zero vector, so every pad is the same word p:
+        # its cosine is computed once per image and added (P - T_c) times to caption c's sum over its real words.
+        tokens, lengths = packed_tokens(features, caption_rows, device)
+        p = cfg.text_length or int(features.lengths().max())
+        if cfg.text_length:
+            check_text_length(int(lengths.max()) if len(lengths) else 0, cfg.text_length)
+        words = model.text_proj(tokens[:, None])[:, 0]                # (N_tok, D), one word at a time: no pads
         pad = model.text_proj(torch.zeros(1, cfg.text_dim, device=device))                # (1, D)
         real = packed_t2i_scores(model.attn, words, lengths, regions, use_value=cfg.value)  # (N_cap, N_img)
         pad_cos = packed_t2i_scores(model.attn, pad, lengths.new_ones(1), regions, use_value=cfg.value)
-        p = int(features.lengths().max())
         return ((real * lengths[:, None] + (p - lengths)[:, None] * pad_cos) / p).t().contiguous()
     if cfg.flow == "none":
         words, lengths = packed_words(model, features, caption_rows, device)
@@ -261,7 +270,8 @@ def _attention_and_sims(attn, words, regions, values):
 
 def batch_scores(model, img: dict, txt: dict) -> torch.Tensor:
     """(Ni, Nt) differentiable scores of a training batch: `model.score` up to float rounding, dispatched on
-    the model's configuration (flow, head, value, mask_padding)."""
+    the model's configuration (flow, head, value, mask_padding). `txt` is `model.encode_texts`'s, so a model
+    with `text_length` has its captions at that length already."""
     cfg = model.cfg
     words, mask, regions = txt["words"], txt["mask"], img["regions"]
     check_mask(mask)
