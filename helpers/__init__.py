@@ -35,6 +35,7 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.runs           train or reuse the course's runs, rank their test sets
     pipeline.search         05's learning-rate x temperature search, and its recheck
     pipeline.evaluation     06's tables: recalls, the +8.5% claim under each reading, the factorial
+    pipeline.verdicts       06's declared comparisons: the primary, Holm-corrected families, the primary's power
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
     pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
 

@@ -5,12 +5,14 @@ Uncertainty has two sources: test sampling and training seeds. `honest_interval`
 with all their captions (`cluster_resample`; the gallery is fixed, so the ranks do not change) and add
 the seed variance as a Student-t term (`t_interval`); `honest_rate_difference` does the same for rates
 over cases (the pointing game). `seed_summary` is a Student-t interval over seeds alone.
+`honest_test` adds the p-value of the same t statistic (`t_p_value`); `holm` corrects a family of them;
+`detectable_difference` and `seeds_needed` say what an interval of this construction can resolve.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from .metrics import KS, check_caption_image, recalls_from_ranks
 
@@ -101,6 +103,31 @@ def t_interval(point: float, boot: np.ndarray, seed_terms, level: float) -> tupl
     return point - half, point + half
 
 
+def se_df(test_var: float, seed_terms) -> tuple[float, float]:
+    """test variance, [(s^2 / n, n), ...] -> `t_interval`'s (se, df), for p-values and power.
+
+    se^2 = test_var + sum of s^2 / n; Welch-Satterthwaite df, the test part counted as infinite df;
+    terms with n < 2 left out. (t_interval keeps its own lines: notebook 06 shows them.)
+    """
+    terms = [(v, n) for v, n in seed_terms if n > 1]
+    var = test_var + sum(v for v, _ in terms)
+    denom = sum(v ** 2 / (n - 1) for v, n in terms)
+    df = var ** 2 / denom if denom > 0 else np.inf
+    return float(np.sqrt(var)), df
+
+
+def t_p_value(point: float, boot: np.ndarray, seed_terms) -> float:
+    """point, (n_boot,) replicates, [(s^2 / n, n), ...] -> two-sided p of "the true value is 0".
+
+    From the statistic point / se with the se and df of `t_interval`, so p < 1 - level exactly when
+    t_interval(..., level) excludes 0. With se = 0: 1 if point is 0, else 0.
+    """
+    se, df = se_df(float(np.var(boot, ddof=1)), seed_terms)
+    if se == 0:
+        return 1.0 if point == 0 else 0.0
+    return float(2 * stats.t.sf(abs(point) / se, df))
+
+
 def check_runs(runs, caption_image, n_boot: int, level: float) -> int:
     """Raise ValueError unless every run is ranked on the test set of caption_image; -> N_img."""
     shapes = {(len(i), len(c)) for i, c in runs}
@@ -181,15 +208,116 @@ def honest_contrast(terms, caption_image, metric: str = "rsum", n_boot: int = 10
     The interval as in `honest_difference`: the same resampled test images for every term, and one
     Student-t seed term weight^2 * s^2 / n per term (the terms' seeds are independent runs).
     """
+    t = honest_test(terms, caption_image, metric, n_boot, seed, level, ks)
+    return t["estimate"], t["lo"], t["hi"]
+
+
+def honest_test(terms, caption_image, metric: str = "rsum", n_boot: int = 1000, seed: int = 0,
+                level: float = 0.95, ks=KS) -> dict:
+    """[(weight, per-seed [(img_rank, cap_rank), ...]), ...], (N_cap,) caption images -> `honest_contrast`'s
+    estimate and interval with its two-sided p-value and the parts of its standard error.
+
+    A difference A - B is [(1, A), (-1, B)]. -> {'estimate', 'lo', 'hi', 'p' (`t_p_value`: p < 1 - level
+    exactly when [lo, hi] excludes 0), 'se', 'df', 'test_sd' (SD of the contrast over the resampled test
+    images), 'means', 'seed_sd' (each term's metric: mean and SD over its seeds, NaN with one seed),
+    'seeds' (each term's number of seeds)}.
+    """
     n_img = check_runs([r for _, runs in terms for r in runs], caption_image, n_boot, level)
     img_idx = draw_images(np.random.default_rng(seed), n_boot, n_img)
-    point, boot, seed_terms = 0.0, np.zeros(n_boot), []
+    point, boot, seed_terms, means, sds = 0.0, np.zeros(n_boot), [], [], []
     for weight, runs in terms:
         per_seed, reps = cluster_recalls(runs, caption_image, img_idx, ks)
         v, n = per_seed[metric], len(runs)
         point, boot = point + weight * float(v.mean()), boot + weight * reps[metric]
         seed_terms.append((weight ** 2 * float(v.var(ddof=1)) / n if n > 1 else 0.0, n))
-    return (point, *t_interval(point, boot, seed_terms, level))
+        means.append(float(v.mean()))
+        sds.append(float(v.std(ddof=1)) if n > 1 else np.nan)
+    lo, hi = t_interval(point, boot, seed_terms, level)
+    se, df = se_df(float(np.var(boot, ddof=1)), seed_terms)
+    return {"estimate": point, "lo": lo, "hi": hi, "p": t_p_value(point, boot, seed_terms), "se": float(se),
+            "df": float(df), "test_sd": float(np.std(boot, ddof=1)), "means": means, "seed_sd": sds,
+            "seeds": [len(runs) for _, runs in terms]}
+
+
+def holm(p_values, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """(m,) p-values of one family -> (m,) Holm-adjusted p-values, (m,) bool rejected at familywise `alpha`.
+
+    Holm's step-down: sort p ascending, p_(i) is rejected while p_(j) <= alpha / (m - j + 1) for every
+    j <= i; the adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)), so rejected == adjusted
+    <= alpha. Written here because scipy (1.17) has no Holm (`false_discovery_control` is BH/BY, which
+    control the false discovery rate, not the familywise error) and statsmodels is not a dependency.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"holm needs a non-empty 1-D list of p-values (one family); got shape {p.shape}")
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"p-values must be numbers in [0, 1]; got {p.tolist()} (a NaN p: a comparison without "
+                         "data, leave it out of the family)")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha is a familywise error rate in (0, 1); got {alpha}")
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return adjusted, adjusted <= alpha
+
+
+def t_power(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided t test at `alpha` (the statistic estimate / se with `df`) when the true value
+    is `effect`: P(|T| > t_crit) for T ~ noncentral t(df, effect / se); normal where df is infinite."""
+    if se <= 0:
+        raise ValueError(f"se must be > 0 to compute a power; got {se}")
+    nc = effect / se
+    if np.isinf(df):
+        c = float(stats.norm.ppf(1 - alpha / 2))
+        return float(stats.norm.sf(c - nc) + stats.norm.cdf(-c - nc))
+    c = float(stats.t.ppf(1 - alpha / 2, df))
+    return float(stats.nct.sf(c, df, nc) + stats.nct.sf(c, df, -nc))   # P(T < -c) as P(-T > c): nct.cdf
+                                                                            # gives NaN far in its lower tail
+
+
+def _check_sds(sds, n_a, n_b, alpha, power):
+    if any(not np.isfinite(s) or s < 0 for s in sds):
+        raise ValueError(f"SDs must be finite and >= 0; got {list(sds)} (a NaN seed SD: a model with one seed, "
+                         "train at least 2 to measure it)")
+    if min(n_a, n_b) < 2:
+        raise ValueError(f"need at least 2 seeds per model; got {n_a} and {n_b}")
+    if not 0 < alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1; got alpha {alpha}, power {power}")
+
+
+def detectable_difference(seed_sd_a: float, seed_sd_b: float, test_sd: float, n_a: int, n_b: int,
+                          alpha: float = 0.05, power: float = 0.8) -> float:
+    """Seed SDs of A and B, test-sampling SD of A - B, seeds of each -> the smallest true |A - B| the
+    two-sided `honest_difference` interval excludes 0 for with probability `power`.
+
+    se^2 = test_sd^2 + s_A^2 / n_A + s_B^2 / n_B and df as `t_interval` computes them (`se_df`); the
+    effect solves `t_power`(effect, se, df, alpha) = power. 0 when se is 0. n = np.inf gives the floor
+    that test sampling alone sets.
+    """
+    _check_sds((seed_sd_a, seed_sd_b, test_sd), n_a, n_b, alpha, power)
+    se, df = se_df(test_sd ** 2, [(seed_sd_a ** 2 / n_a, n_a), (seed_sd_b ** 2 / n_b, n_b)])
+    if se == 0:
+        return 0.0
+    top = 2 * (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se   # power there is > `power`
+    return float(optimize.brentq(lambda d: t_power(d, se, df, alpha) - power, 0.0, top, xtol=1e-10 * se))
+
+
+def seeds_needed(effect: float, seed_sd_a: float, seed_sd_b: float, test_sd: float, alpha: float = 0.05,
+                 power: float = 0.8, max_seeds: int = 10_000) -> int | None:
+    """-> the fewest seeds n (each model, n >= 2) at which `detectable_difference` <= |effect|; None when
+    even `max_seeds` do not reach it (the test-sampling SD alone sets a floor the seeds cannot lower)."""
+    def ok(n):
+        return detectable_difference(seed_sd_a, seed_sd_b, test_sd, n, n, alpha, power) <= abs(effect)
+
+    _check_sds((seed_sd_a, seed_sd_b, test_sd), 2, 2, alpha, power)
+    if not ok(max_seeds):
+        return None
+    lo, hi = 1, max_seeds                       # ok(hi); not ok(lo) or lo < 2: more seeds never hurt
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if mid >= 2 and ok(mid) else (mid, hi)
+    return hi
 
 
 def honest_rate_difference(a_runs, a_col: str, b_runs=None, b_col: str | None = None, n_boot: int = 2000,
