@@ -140,6 +140,21 @@ class WordRegionModel(RetrievalModel):
             return tokens, mask
         return fixed_length(tokens, mask, self.cfg.text_length)
 
+    def pair_word_vectors(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matched rows (image b with caption b) -> text_t, image_t (B, T, D): the per-word vectors the head
+        compares for each pair, without the other pairs."""
+        raise NotImplementedError
+
+    def pair_vectors(self, img: dict, txt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matched rows, txt as `encode_texts` gives it -> (B, D) image vector, (B, D) text vector: each pair's
+        scored vectors (after attention) pooled over the words its head counts (`txt["mask"]`)."""
+        text_t, image_t = self.pair_word_vectors(img, txt)
+        return masked_mean(image_t, txt["mask"]), masked_mean(text_t, txt["mask"])
+
+    def pair_scores(self, img: dict, txt: dict) -> torch.Tensor:
+        """Matched rows, txt as `encode_texts` gives it -> (B,) each pair's score: the diagonal of `score`."""
+        return head_scores(*self.pair_word_vectors(img, txt), txt["mask"], self.cfg.head)
+
 
 class FactorialModel(WordRegionModel):
     """One model per cell of (direction of flow) x (scoring head); everything else is shared.
@@ -191,13 +206,22 @@ class FactorialModel(WordRegionModel):
         vector, pooled over real words: what `word_vectors` gives each pair, without the other pairs."""
         if self.cfg.flow != "both":
             raise ValueError(f"matched_vectors is for flow 'both' models; {self.cfg.name!r} has flow {self.cfg.flow!r}")
+        text_t, image_t = self.pair_word_vectors(img, txt)
+        return image_t[:, 0], masked_mean(text_t, txt["mask"])
+
+    def pair_word_vectors(self, img, txt):
         words, mask, regions = txt["words"], txt["mask"], img["regions"]          # (B, T, D), (B, T), (B, R, D)
         check_mask(mask)
+        values = self.attn.value(regions)                                         # (B, R, D)
+        if self.cfg.flow == "none":
+            return words, values.mean(1)[:, None].expand_as(words)
         logits = torch.einsum("btd,brd->btr", self.attn.query(words), self.attn.key(regions)) / self.attn.temperature
-        attended = torch.bmm(logits.softmax(-1), self.attn.value(regions))        # a_t: (B, T, D)
+        attended = torch.bmm(logits.softmax(-1), values)                          # a_t: (B, T, D)
+        if self.cfg.flow == "text_to_image":
+            return words, attended
         beta_bar = logits.masked_fill(~mask[..., None], float("-inf")).softmax(1).mean(-1)   # (B, T)
         image = regions.mean(1) + torch.einsum("bt,btd->bd", beta_bar, self.text_value(words))
-        return image, masked_mean(words + attended, mask)
+        return words + attended, image[:, None].expand_as(words)
 
 
 def affinity(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -233,6 +257,12 @@ class BlogModel(WordRegionModel):
 
     def score(self, img, txt):
         return blog_scores(self.attn, txt["words"], img["regions"]).t()
+
+    def pair_word_vectors(self, img, txt):
+        """Matched rows -> words, Σ_r α_tr r_r (B, T, D) over every position (no mask, no value, as `blog_scores`)."""
+        words, regions = txt["words"], img["regions"]
+        logits = torch.einsum("btd,brd->btr", self.attn.query(words), self.attn.key(regions)) / self.attn.temperature
+        return words, torch.bmm(logits.softmax(-1), regions)
 
 
 def blog_scores(attn: DecoupledAttention, words: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

@@ -184,21 +184,18 @@ def pointing_examples(fs: FeatureSet, subset, tokenizer=None, n: int = 2, min_wo
     return out
 
 
-@torch.inference_mode()
-def pointing_game(model, fs: FeatureSet, subset, tokenizer=None, chunk: int = 256) -> pd.DataFrame:
-    """Every (caption, word) of fs's instance-labelled images where the word names a category boxed in
-    that image -> DataFrame: image_id, caption_id, word, category, hit (peak cell centre in a box of
-    the category), baseline (share of the cell centres in such a box: a uniformly random cell's hit rate),
-    centre_hit (whether the centre cell is in such a box: a second baseline, as objects sit near the middle).
-    """
-    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+COLUMNS = ["image_id", "caption_id", "word", "category", "hit", "baseline", "centre_hit"]
+
+
+def _word_cases(model, fs: FeatureSet, subset, tokenizer, chunk: int):
+    """Yield (case row of `pointing_game`, image row, caption row, (R,) attention of the word) per scored word."""
     tables = word_category_tables()
     labelled = set(subset.instance_image_ids())
     image_rows = [r for r, i in enumerate(fs.image_ids.tolist()) if i in labelled]
     captions = torch.isin(fs.caption_image, torch.tensor(image_rows)).nonzero().squeeze(1)
     text = subset.captions.set_index("caption_id").caption
     side = math.isqrt(fs.regions.shape[1])
-    boxes, rows = {}, []
+    boxes = {}
     for part in captions.split(chunk):
         weights, _ = attention_maps(model, fs, fs.caption_image[part], part)
         peaks = weights.argmax(-1)                                                      # (B, T)
@@ -215,7 +212,76 @@ def pointing_game(model, fs: FeatureSet, subset, tokenizer=None, chunk: int = 25
                     continue
                 inside = boxes[image_id][cat]                                           # (R,) cells in a box
                 peak = int(peaks[b, t])
-                rows.append({"image_id": image_id, "caption_id": caption_id, "word": tokens[t], "category": cat,
-                             "hit": bool(inside[peak]), "baseline": float(inside.mean()),
-                             "centre_hit": bool(inside[len(inside) // 2])})
-    return pd.DataFrame(rows, columns=["image_id", "caption_id", "word", "category", "hit", "baseline", "centre_hit"])
+                yield ({"image_id": image_id, "caption_id": caption_id, "word": tokens[t], "category": cat,
+                        "hit": bool(inside[peak]), "baseline": float(inside.mean()),
+                        "centre_hit": bool(inside[len(inside) // 2])}, int(fs.caption_image[row]), row, weights[b, t])
+
+
+@torch.inference_mode()
+def pointing_game(model, fs: FeatureSet, subset, tokenizer=None, chunk: int = 256) -> pd.DataFrame:
+    """Every (caption, word) of fs's instance-labelled images where the word names a category boxed in
+    that image -> DataFrame: image_id, caption_id, word, category, hit (peak cell centre in a box of
+    the category), baseline (share of the cell centres in such a box: a uniformly random cell's hit rate),
+    centre_hit (whether the centre cell is in such a box: a second baseline, as objects sit near the middle).
+    """
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    rows = [case for case, *_ in _word_cases(model, fs, subset, tokenizer, chunk)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# ------------------------------------------------------------------- faithfulness: the deletion test
+
+DELETED = ("peak", "random", "centre")     # the region zeroed: the word's peak, a random other one, the centre
+
+
+@torch.inference_mode()
+def pair_scores_without(model, fs: FeatureSet, image_rows: torch.Tensor, caption_rows: torch.Tensor,
+                        regions: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
+    """(B,) image rows, (B,) caption rows, paired row by row, (B,) region to zero in each image (None: none)
+    -> (B,) the model's score of each pair (`model.pair_scores`) with that region's frozen features set to 0."""
+    image_rows, caption_rows = torch.as_tensor(image_rows), torch.as_tensor(caption_rows)
+    if len(image_rows) != len(caption_rows) or (regions is not None and len(regions) != len(image_rows)):
+        raise ValueError("image_rows, caption_rows (and regions) must have one entry per pair")
+    n_regions = fs.regions.shape[1]
+    if regions is not None and len(regions) and not (0 <= int(regions.min()) and int(regions.max()) < n_regions):
+        raise ValueError(f"regions to zero must lie in [0, {n_regions}); got {int(regions.min())}..{int(regions.max())}")
+    model.eval()
+    pad_to, out = int(fs.lengths().max()), []
+    for part in torch.arange(len(image_rows)).split(chunk):
+        feats, pooled = fs.image_batch(image_rows[part])
+        if regions is not None:
+            feats[torch.arange(len(part)), regions[part]] = 0
+            pooled = feats.mean(1)
+        img = model.encode_images(feats, pooled)
+        out.append(model.pair_scores(img, model.encode_texts(*fs.text_batch(caption_rows[part], pad_to=pad_to))))
+    return torch.cat(out).float()
+
+
+@torch.inference_mode()
+def deletion_game(model, fs: FeatureSet, subset, tokenizer=None, seed: int = 0, chunk: int = 256) -> pd.DataFrame:
+    """The pointing game's cases, each with a faithfulness test -> `pointing_game`'s columns and score (the
+    caption-image score), drop_peak, drop_random, drop_centre (score minus the score with that region's
+    features zeroed: the word's attention peak, a random other region drawn with `seed`, the centre cell),
+    effect = drop_peak - drop_random.
+
+    Plausibility (`hit`) asks whether the peak lies on the named object; faithfulness asks whether the
+    score depends on the region attention picked: effect > 0 means zeroing it costs more than zeroing
+    another. Both can fail separately: a peak on the object that the score ignores is plausible, unfaithful.
+    """
+    _check_attention_model(model)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    cases = list(_word_cases(model, fs, subset, tokenizer, chunk))
+    df = pd.DataFrame([c for c, *_ in cases], columns=COLUMNS)
+    if not cases:
+        return df.assign(score=[], drop_peak=[], drop_random=[], drop_centre=[], effect=[])
+    images = torch.tensor([i for _, i, _, _ in cases])
+    captions = torch.tensor([c for _, _, c, _ in cases])
+    peak = torch.stack([w for *_, w in cases]).argmax(-1)
+    n_regions = fs.regions.shape[1]
+    shift = torch.randint(1, n_regions, (len(cases),), generator=torch.Generator().manual_seed(seed))
+    zeroed = {"peak": peak, "random": (peak + shift) % n_regions, "centre": torch.full_like(peak, n_regions // 2)}
+    score = pair_scores_without(model, fs, images, captions, chunk=chunk)
+    df["score"] = score.numpy()
+    for name in DELETED:
+        df[f"drop_{name}"] = (score - pair_scores_without(model, fs, images, captions, zeroed[name], chunk)).numpy()
+    return df.assign(effect=df.drop_peak - df.drop_random)

@@ -225,3 +225,78 @@ def modality_probe(image_train, text_train, image_test, text_test, seed: int = 0
     with threadpool_limits(1):
         clf = LogisticRegression(max_iter=1000, random_state=seed).fit(scaler.transform(xtr), ytr)
         return float(clf.score(scaler.transform(xte), yte))
+
+
+# ------------------------------------------------------------------- the vectors each model scores with
+
+PARTNERS = ("own", "other")
+
+
+def other_images(n_images: int, seed: int = 0) -> torch.Tensor:
+    """(N_img,) for each image row another image row (a fixed random cycle: never itself, each used once)."""
+    if n_images < 2:
+        raise ValueError(f"pairing with another image needs at least 2 images, got {n_images}")
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))
+    other = torch.empty(n_images, dtype=torch.long)
+    other[order] = order.roll(-1)
+    return other
+
+
+@torch.inference_mode()
+def pair_vectors(model, fs: FeatureSet, image_rows: torch.Tensor, caption_rows: torch.Tensor,
+                 device: str = "cpu", chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) image rows, (B,) caption rows, paired row by row -> (B, D) image, (B, D) text: the vectors the
+    model's head compares for each pair, after attention (`model.pair_vectors`), pooled over the words
+    its head counts. Captions pad to the set's longest, as `models.score_all` pads them."""
+    if len(image_rows) != len(caption_rows):
+        raise ValueError(f"image_rows ({len(image_rows)}) and caption_rows ({len(caption_rows)}) must pair row by row")
+    model.eval().to(device)
+    pad_to = int(fs.lengths().max())
+    image, text = [], []
+    for part in torch.arange(len(caption_rows)).split(chunk):
+        img = model.encode_images(*(t.to(device) for t in fs.image_batch(image_rows[part])))
+        txt = model.encode_texts(*(t.to(device) for t in fs.text_batch(caption_rows[part], pad_to=pad_to)))
+        i, t = model.pair_vectors(img, txt)
+        image.append(i.float().cpu())
+        text.append(t.float().cpu())
+    return torch.cat(image), torch.cat(text)
+
+
+def scored_representations(model, fs: FeatureSet, captions="one", partner: str = "own", device: str = "cpu",
+                           chunk: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
+    """-> image (N_img, D), text (N, D) for the captions at caption_rows (N,): the *scored* vectors (after
+    attention), beside `representations`' *own* ones (before it).
+
+    Image i is paired with one caption (`one_caption_per_image` with `seed`), each caption with an image:
+    partner 'own' = its own caption / image, 'other' = those of another image (`other_images`).
+    Leakage: an image vector attended with its own caption carries that caption (for flow "both", its
+    words; for "text_to_image", which regions the words chose), and the probe's labels are mined from
+    captions. Probe 'other' beside 'own': a gain that vanishes with another image's caption came from
+    the caption, not from the image. For flow "none" (dual) nothing is attended: text equals the own
+    vectors, image is the attention's value projection of them (`FactorialModel.word_vectors`).
+    """
+    if partner not in PARTNERS:
+        raise ValueError(f"partner must be one of {PARTNERS}, got {partner!r}")
+    rows = caption_rows(fs, captions, seed)
+    pick = one_caption_per_image(fs, seed)
+    other = other_images(fs.n_images, seed) if partner == "other" else torch.arange(fs.n_images)
+    image, _ = pair_vectors(model, fs, torch.arange(fs.n_images), pick[other], device, chunk)
+    _, text = pair_vectors(model, fs, other[fs.caption_image[rows]], rows, device, chunk)
+    return {"image": image, "text": text, "caption_rows": rows}
+
+
+def interference_cases(model, fs: FeatureSet, device: str = "cpu", chunk: int = 256, seed: int = 0) -> pd.DataFrame:
+    """One caption per image (`one_caption_per_image`) -> DataFrame image_id, caption_id, image_change,
+    text_change: 1 - cos between a scored vector paired with its own partner and with another image's
+    (`scored_representations` 'own' vs 'other'). 0 = the other modality does not reach this side.
+
+    The encoders are frozen, so their features cannot interfere; this measures the trained vectors: zero
+    by construction on a side that receives no attention (text for flow "text_to_image", both for "none").
+    """
+    own, other = (scored_representations(model, fs, "one", p, device, chunk, seed) for p in PARTNERS)
+    change = {side: 1 - torch.nn.functional.cosine_similarity(own[side].double(), other[side].double(), dim=-1)
+              for side in ("image", "text")}
+    rows = own["caption_rows"]
+    return pd.DataFrame({"image_id": fs.image_ids[fs.caption_image[rows]].numpy(),
+                         "caption_id": fs.caption_ids[rows].numpy(),
+                         "image_change": change["image"].numpy(), "text_change": change["text"].numpy()})

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import intervals, metrics, probes
 from ..encoders import load_tokenizer
-from ..pointing import pointing_game
+from ..pointing import deletion_game, pointing_game
 from .evaluation import CLAIMED_GAIN
 from .recipes import OTHER_SEEDS, seeds_for
 from .runs import load_runs
@@ -18,9 +18,14 @@ KEPT_MARGIN = 2.0   # mAP points a representation may lose against its control a
 CONTROL = "PCA-128 of raw features"   # the same-size control the "kept" verdict compares with
 PROBED = ("dual", "decoupled", "joint", "blog")          # one model per flow, and the blog's module
 POINTED = ("decoupled", "joint", "blog")                 # the models whose words attend over regions
+POINTED_ALL = ("decoupled_pooled", "decoupled", "joint", "joint_words", "blog")   # every one of them
+INTERFERED = ("dual", "decoupled_pooled", "decoupled", "joint", "joint_words", "blog")
+# Flow alone, at one head: (A, B, head). The per-word head first (the primary comparison), the pooled one second.
+HEAD_PAIRS = (("decoupled", "joint_words", "per-word head"), ("decoupled_pooled", "joint", "pooled head"))
+ZERO = 1e-6        # a change below this (1 - cos) is zero: float rounding of identical vectors
 
 
-def probe_results(feats, subset, budget: str = "cpu", model_names=PROBED) -> pd.DataFrame:
+def probe_results(feats, subset, budget: str = "cpu", model_names=PROBED, scored: bool = False) -> pd.DataFrame:
     """Linear-probe mAP (caption-mined categories) of the raw features, of two same-size controls
     (PCA-128 and a random 128-d projection of the raw features, `probes.same_size_controls`), and of
     each model's image and text sides (one caption per image), and the modality-probe accuracy
@@ -29,6 +34,10 @@ def probe_results(feats, subset, budget: str = "cpu", model_names=PROBED) -> pd.
 
     `joint` appears twice: its mixed vectors (what it matches with, text content included) and its
     vectors before mixing; only the latter say what its image side keeps on its own.
+
+    scored=True adds, per model, the vectors its head compares (after attention,
+    `probes.scored_representations`): "<model> (scored, own pair)" and, as the leakage control,
+    "<model> (scored, other pair)", each vector attended with another image's caption (or image).
     """
     train_fs, test_fs = feats["train"], feats["test"]
     y_train, y_test, names = probes.category_targets(subset, train_fs, test_fs)
@@ -53,6 +62,9 @@ def probe_results(feats, subset, budget: str = "cpu", model_names=PROBED) -> pd.
             for label, mixed in [(name, True)] + ([("joint (before mixing)", False)] if name == "joint" else []):
                 tr, te = (probes.representations(model, fs, captions="one", mixed=mixed) for fs in (train_fs, test_fs))
                 rows.append(probe(label, tr, te, s))
+            for partner in (probes.PARTNERS if scored else ()):
+                tr, te = (probes.scored_representations(model, fs, "one", partner) for fs in (train_fs, test_fs))
+                rows.append(probe(f"{name} (scored, {partner} pair)", tr, te, s))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -111,6 +123,120 @@ def pointing_verdicts(pointing: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
     if {"decoupled", "joint"} <= set(pointing):
         add("decoupled vs joint", pointing["decoupled"], "hit", pointing["joint"], "hit")
     return pd.DataFrame(rows)
+
+
+def deletion_results(feats, subset, budget: str = "cpu", model_names=POINTED_ALL) -> dict[str, list[pd.DataFrame]]:
+    """Pointing game with the deletion test (`pointing.deletion_game`) per model and seed on the
+    instance-labelled test images -> {model: [cases per seed]}: plausibility and faithfulness together."""
+    tokenizer = load_tokenizer()
+    return {name: [deletion_game(m, feats["test"], subset, tokenizer) for m in load_runs(name, budget)]
+            for name in model_names}
+
+
+def _comparison(kind, label, a_runs, a_col, b_runs, b_col, scale=100.0) -> dict:
+    r = intervals.honest_rate_difference(a_runs, a_col, b_runs, b_col)
+    return {"kind": kind, "comparison": label, "difference (points)": scale * r["diff"], "lo": scale * r["lo"],
+            "hi": scale * r["hi"], "verdict": metrics.verdict(r["lo"], r["hi"])}
+
+
+def _check_pairs(found, pairs, what):
+    missing = sorted({n for a, b, _ in pairs for n in (a, b)} - set(found))
+    if missing:
+        raise ValueError(f"{what} lacks {missing}: run it with model_names covering every model of the pairs "
+                         f"({', '.join(f'{a} vs {b}' for a, b, _ in pairs)})")
+
+
+def interpretability_verdicts(deletion: dict[str, list[pd.DataFrame]], pairs=HEAD_PAIRS) -> pd.DataFrame:
+    """`deletion_results` -> DataFrame kind ('plausibility' | 'faithfulness'), comparison, difference (points),
+    lo, hi, verdict (95% intervals of `intervals.honest_rate_difference`; metrics.verdict).
+
+    Per model: the hit rate against the centre cell (plausibility), deleting the peak region against a
+    random one and against the centre one (faithfulness, score drops x 100). Per pair at one head (flow
+    alone; `pairs`, the per-word head first): hit rate and deletion effect of A against B.
+    """
+    _check_pairs(deletion, pairs, "the deletion results")
+    rows = []
+    for name, runs in deletion.items():
+        rows.append(_comparison("plausibility", f"{name}: hit rate vs centre cell", runs, "hit", None, "centre_hit"))
+        rows.append(_comparison("faithfulness", f"{name}: zeroing the peak vs a random region", runs, "drop_peak",
+                                None, "drop_random"))
+        rows.append(_comparison("faithfulness", f"{name}: zeroing the peak vs the centre region", runs, "drop_peak",
+                                None, "drop_centre"))
+    for a, b, head in pairs:
+        rows.append(_comparison("plausibility", f"{a} vs {b} ({head}): hit rate", deletion[a], "hit", deletion[b], "hit"))
+        rows.append(_comparison("faithfulness", f"{a} vs {b} ({head}): deletion effect", deletion[a], "effect",
+                                deletion[b], "effect"))
+    return pd.DataFrame(rows)
+
+
+def interpretability_rows(verdicts: pd.DataFrame, pairs=HEAD_PAIRS) -> pd.DataFrame:
+    """`interpretability_verdicts` -> rows in `verdict_table`'s columns: per head pair, "better
+    interpretability than joint training" as plausibility (hit rate) and as faithfulness (deletion effect),
+    each with A's own result against its baseline beside it."""
+    v = verdicts.set_index("comparison")
+    rows = []
+    for a, b, head in pairs:
+        for kind, what, own in (("plausibility", "hit rate", f"{a}: hit rate vs centre cell"),
+                                ("faithfulness", "deletion effect", f"{a}: zeroing the peak vs a random region")):
+            r, o = v.loc[f"{a} vs {b} ({head}): {what}"], v.loc[own]
+            rows.append((f"better interpretability than joint training ({kind}, {head})",
+                         f"{a} vs {b}, {what}: {r['difference (points)']:+.1f} points [{r['lo']:+.1f}, {r['hi']:+.1f}]; "
+                         f"{own}: {o['difference (points)']:+.1f} [{o['lo']:+.1f}, {o['hi']:+.1f}]", r["verdict"]))
+    return pd.DataFrame(rows, columns=["the blog claims", "the course measures (95% interval)", "verdict"])
+
+
+def interference_results(feats, budget: str = "cpu", model_names=INTERFERED) -> dict[str, list[pd.DataFrame]]:
+    """How much each side's scored vector changes with the other modality (`probes.interference_cases`)
+    per model and seed on the test split -> {model: [cases per seed]}."""
+    return {name: [probes.interference_cases(m, feats["test"]) for m in load_runs(name, budget)]
+            for name in model_names}
+
+
+def interference_table(interference: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
+    """Per model: mean image_change and text_change (1 - cos, own vs another image's partner) over
+    seeds, the largest change seen per side, and the number of seeds and images."""
+    rows = []
+    for name, runs in interference.items():
+        rows.append({"model": name, "seeds": len(runs), "images": len(runs[0]),
+                     **{f"{side}_change": np.mean([df[f"{side}_change"].mean() for df in runs]) for side in ("image", "text")},
+                     **{f"{side}_max": max(df[f"{side}_change"].max() for df in runs) for side in ("image", "text")}})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def interference_verdict(lo: float, hi: float, a_zero: bool, b_zero: bool) -> str:
+    """95% interval of A - B for a change (lower = less interference), and whether each side is zero
+    throughout -> "A less", "A more", "no credible difference", or "none in either (no flow)";
+    "by construction" is added when A's side is zero because nothing flows into it."""
+    if a_zero and b_zero:
+        return "none in either (no flow)"
+    if a_zero:
+        return "A less (zero by construction: no flow into this side)"
+    return "A less" if hi < 0 else "A more" if lo > 0 else "no credible difference"
+
+
+def interference_rows(interference: dict[str, list[pd.DataFrame]], pairs=HEAD_PAIRS) -> pd.DataFrame:
+    """`interference_results` -> rows in `verdict_table`'s columns: "less interference between the
+    modalities", per head pair and side, as the change of a side's scored vector when the other modality
+    is swapped (1 - cos x 100; 95% interval as for the pointing game: images resampled, seeds as seeds).
+
+    The encoders are frozen, so the design cannot test interference *inside* them (they compute the same
+    features whatever the model); it can test whether the trained vectors a model scores with let the
+    other modality in. The rows say which side is zero by construction.
+    """
+    _check_pairs(interference, pairs, "the interference results")
+    rows = []
+    for a, b, head in pairs:
+        for side, partner in (("text", "image"), ("image", "caption")):
+            col = f"{side}_change"
+            r = intervals.honest_rate_difference(interference[a], col, interference[b], col)
+            za, zb = (all(df[col].abs().max() < ZERO for df in interference[n]) for n in (a, b))
+            ma, mb = (100 * np.mean([df[col].mean() for df in interference[n]]) for n in (a, b))
+            rows.append((f"less interference between the modalities ({side} side, {head})",
+                         f"change of a {side} vector when paired with another {partner} (1 - cos, x100): {a} {ma:.2f}, "
+                         f"{b} {mb:.2f}; {a} - {b} {100 * r['diff']:+.2f} [{100 * r['lo']:+.2f}, {100 * r['hi']:+.2f}] "
+                         "(encoders frozen: only the trained vectors can change)",
+                         interference_verdict(r["lo"], r["hi"], za, zb)))
+    return pd.DataFrame(rows, columns=["the blog claims", "the course measures (95% interval)", "verdict"])
 
 
 def verdict_table(claims: pd.DataFrame, kept: pd.DataFrame, pointing_v: pd.DataFrame) -> pd.DataFrame:
