@@ -7,6 +7,11 @@ one field changed (`variant_config`); the models are in `helpers.models`, the ad
 (`python -m helpers ablations`, `reproduce_ablations`) trains them outside the tests and commits three
 files beside the notebooks: the sweep, one row per run, every run's test ranks. Notebook 08 reads them
 (`load_committed`) and retrains one variant to check them.
+
+The tuned design (`tune_all`, `reproduce_tuned_ablations`) gives the readers' proposals their best: each added
+term's weight, the SimCLR epochs and each changed loss's learning rate grown along a ladder until the choice is
+interior, the same trials for each, every trial written to a committed, resumable table (`tuning_file`), every
+run's convergence in another (`convergence_table`), and 08's sentences about them built from the tables.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import intervals, metrics
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_csv
 from ..checkpoints import save_checkpoint
 from ..config import PATHS
 from ..features import FeatureSet
@@ -55,10 +60,12 @@ def swept(variant: str) -> bool:
 
 # ----------------------------------------------------------------------------- the runs
 
-def pretrained_projections(budget: str, seed: int) -> str:
+def pretrained_projections(budget: str, seed: int, epochs: int | None = None) -> str:
     """Where the SimCLR-pre-trained projections of `decoupled`'s seed-`seed` model are kept (relative to
-    runs/, as `TrainConfig.init_from` takes it): named after the run whose model they start from."""
-    return f"pretrained/{run_dir(train_config(BASELINE, budget, seed)).name}.pt"
+    runs/, as `TrainConfig.init_from` takes it): named after the run whose model they start from, and with
+    `epochs` (the tuned design's SimCLR epochs) after those too, so no two numbers of epochs share a file."""
+    name = run_dir(train_config(BASELINE, budget, seed)).name
+    return f"pretrained/{name}.pt" if epochs is None else f"pretrained/{name}-simclr{int(epochs)}ep.pt"
 
 
 def variant_config(variant: str, budget: str = "cpu", seed: int = 0, aux_weight: float | None = None) -> TrainConfig:
@@ -74,14 +81,15 @@ def variant_config(variant: str, budget: str = "cpu", seed: int = 0, aux_weight:
     return dataclasses.replace(cfg, **change)
 
 
-def pretrain(cfg: TrainConfig, feats: dict[str, FeatureSet]) -> None:
+def pretrain(cfg: TrainConfig, feats: dict[str, FeatureSet], epochs: int | None = None) -> None:
     """Write the pre-trained projections `cfg.init_from` names, unless they are there: the projections of
-    the model `cfg` starts from, SimCLR on the training split's images and captions, each alone."""
+    the model `cfg` starts from, SimCLR on the training split's images and captions, each alone, for
+    `epochs` epochs (None: `pretrain_projections`'s default)."""
     path = PATHS.runs / cfg.init_from
     if path.is_file():
         return
     model = make_model(dataclasses.replace(cfg, init_from=""), feats["train"])
-    pretrain_projections(model, feats["train"], seed=cfg.seed)
+    pretrain_projections(model, feats["train"], seed=cfg.seed, **({} if epochs is None else {"epochs": int(epochs)}))
     save_checkpoint({k: v for k, v in model.state_dict().items() if k.startswith(("image_proj", "text_proj"))}, path)
 
 
@@ -115,22 +123,26 @@ def chosen_weight(table: pd.DataFrame, variant: str) -> float:
 
 def one_change(sweep_table: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
     """Per variant: what differs from `decoupled`'s training configuration (seed 0), field by field."""
-    base = dataclasses.asdict(train_config(BASELINE, budget, 0))
     rows = []
     for name, (group, change, how) in VARIANTS.items():
         weight = chosen_weight(sweep_table, name) if swept(name) else None
-        cfg = dataclasses.asdict(variant_config(name, budget, 0, weight))
-        diffs = {k: v for k, v in cfg.items() if v != base[k]}
-        if "model_overrides" in diffs:
-            diffs["model_overrides"] = {k: v for k, v in diffs["model_overrides"].items()
-                                        if base["model_overrides"].get(k) != v}
-        if "init_from" in diffs:
-            diffs["init_from"] = "the projections pre-trained with SimCLR (helpers.pretraining)"
-        if "image_features" in diffs:
-            diffs["image_features"] = "test/val/train images as (N, 1, 1000) ImageNet logits"
         rows.append({"group": group, "variant": name, "change": change,
-                     "differs from decoupled in": "; ".join(f"{k} = {v}" for k, v in diffs.items())})
+                     "differs from decoupled in": differences(variant_config(name, budget, 0, weight), budget)})
     return pd.DataFrame(rows)
+
+
+def differences(cfg: TrainConfig, budget: str = "cpu") -> str:
+    """What `cfg` changes against `decoupled`'s training configuration (seed 0): 'field = value; ...'."""
+    base, cfg = dataclasses.asdict(train_config(BASELINE, budget, 0)), dataclasses.asdict(cfg)
+    diffs = {k: v for k, v in cfg.items() if v != base[k]}
+    if "model_overrides" in diffs:
+        diffs["model_overrides"] = {k: v for k, v in diffs["model_overrides"].items()
+                                    if base["model_overrides"].get(k) != v}
+    if "init_from" in diffs:
+        diffs["init_from"] = "the projections pre-trained with SimCLR (helpers.pretraining)"
+    if "image_features" in diffs:
+        diffs["image_features"] = "test/val/train images as (N, 1, 1000) ImageNet logits"
+    return "; ".join(f"{k} = {v}" for k, v in diffs.items())
 
 
 def scale_config(model: str, fraction: float, budget: str = "cpu", seed: int = 0) -> TrainConfig:
@@ -150,6 +162,11 @@ def all_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", seeds=SEEDS, sw
         for s in seeds:
             train_variant(name, feats, budget, s, weight)
             variants[name].append(rank_run(variant_config(name, budget, s, weight), feats))
+    return variants, scale_ranks(feats, budget, seeds)
+
+
+def scale_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", seeds=SEEDS) -> dict[tuple[str, float], list[dict]]:
+    """Train (or reuse) every point of the data-scale curve and rank the 1K test set -> {(model, fraction): [ranks per seed]}."""
     scale = {}
     for model in SCALE_MODELS:
         for f in SCALE_FRACTIONS:
@@ -158,7 +175,7 @@ def all_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", seeds=SEEDS, sw
                 cfg = scale_config(model, f, budget, s)
                 train_run(cfg, feats)
                 scale[model, f].append(rank_run(cfg, feats))
-    return variants, scale
+    return scale
 
 
 def run_log(sweep_table: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
@@ -270,9 +287,9 @@ def tables(sweep_table: pd.DataFrame, variants: dict, scale: dict, baseline: lis
             "How the gaps move with data (test rSum)": gap_table(scale, caption_image)}
 
 
-def write_tables(tables: dict[str, pd.DataFrame]) -> Path:
-    """{title: table} -> results/ablations.md (each table as text, 2 decimals); -> its path."""
-    out = PATHS.results / "ablations.md"
+def write_tables(tables: dict[str, pd.DataFrame], name: str = "ablations.md") -> Path:
+    """{title: table} -> results/<name> (each table as text, 2 decimals); -> its path."""
+    out = PATHS.results / name
     with atomic_path(out) as tmp:
         tmp.write_text("".join(f"## {title}\n```\n{t.round(2).to_string(index=False)}\n```\n\n"
                                for title, t in tables.items()))
@@ -346,3 +363,349 @@ def reproduce_ablations(budget: str = "cpu") -> Path:
         course_run(BASELINE, feats, budget, s)
         baseline.append(rank_run(train_config(BASELINE, budget, s), feats))
     return write_tables(tables(table, variants, scale, baseline, feats["test"].caption_image))
+
+
+# ----------------------------------------------------------------------------- the tuned design
+
+# The readers' proposals at their best, with the same trials for each. Every proposal that adds something with no
+# default gets it tuned on seed 0 and validation rSum, by one rule (`grow_until_interior`): three values of a
+# ladder to start; wherever the best sits on an edge of the values tried, the ladder's next value on that side is
+# tried too; until the best is interior or the ladder ends. The same ladder and start for every variant of a kind:
+#   - each added term (`local_consistency`, `word_diversity`, `masked_reconstruction`): its weight;
+#   - `pretrained`: the number of SimCLR epochs (pre-trained once per number of epochs and seed);
+#   - each changed loss (`loss_vse`, `loss_pointwise`): its learning rate, from `decoupled`'s chosen one and
+#     its two ladder neighbours (the ladder of notebook 05's search).
+# The blog's bugs are not tuned: each is `decoupled`'s recipe with the bug put back.
+WEIGHT_LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+WEIGHT_START = (0.1, 0.3, 1.0)
+EPOCHS_LADDER = (2, 5, 10, 20, 40)
+EPOCHS_START = (2, 5, 10)
+LR_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+TUNED = {"loss_vse": "lr", "loss_pointwise": "lr", "pretrained": "pretrain_epochs",
+         "local_consistency": "aux_weight", "word_diversity": "aux_weight", "masked_reconstruction": "aux_weight"}
+LADDERS = {"aux_weight": WEIGHT_LADDER, "pretrain_epochs": EPOCHS_LADDER, "lr": LR_LADDER}
+TUNING_COLUMNS = ["variant", "tuned", "value", "val rsum", "best epoch", "epochs", "change over last 3 epochs",
+                  "stopped by", "run"]
+
+
+def _rung(value: float, ladder) -> int:
+    """The index of `value` on `ladder` (up to float rounding); ValueError if it is not on it."""
+    for i, v in enumerate(ladder):
+        if np.isclose(v, value, rtol=1e-9, atol=0):
+            return i
+    raise ValueError(f"{value:g} is not on the ladder {tuple(ladder)}: start from values of the ladder")
+
+
+def grow_until_interior(values, ladder, score_fn) -> tuple[float, dict[float, float]]:
+    """Score the starting `values` (three or more, on `ladder`) with `score_fn(value) -> float` (higher is
+    better); wherever the best sits on an edge of the values tried, score the ladder's next value on that
+    side too; repeat until the best is interior or the ladder ends on its side. Ties go to the smaller value.
+    -> (the best value, {value: score} of every value tried, ascending)."""
+    ladder = tuple(ladder)
+    if any(a >= b for a, b in zip(ladder, ladder[1:])):
+        raise ValueError(f"the ladder must be strictly increasing, got {ladder}")
+    tried = sorted({_rung(v, ladder) for v in values})
+    if len(tried) < 3:
+        raise ValueError(f"start from three distinct ladder values, got {tuple(values)}")
+    scores: dict[int, float] = {}
+    while True:
+        for i in tried:
+            if i not in scores:
+                scores[i] = float(score_fn(ladder[i]))
+                if np.isnan(scores[i]):
+                    raise ValueError(f"the score of {ladder[i]:g} is NaN: the trial did not validate; look at its run")
+        best = max(tried, key=lambda i: (scores[i], -i))
+        grown = [i for i in (best - 1, best + 1) if 0 <= i < len(ladder) and i not in tried
+                 and (i < tried[0] or i > tried[-1])]
+        if not grown:
+            return ladder[best], {ladder[i]: scores[i] for i in sorted(scores)}
+        tried = sorted(tried + grown)
+
+
+def lr_start(budget: str = "cpu") -> tuple[float, float, float]:
+    """`decoupled`'s chosen learning rate (its nearest value on `LR_LADDER`) and its two ladder neighbours
+    (the three nearest at an end of the ladder)."""
+    lr = train_config(BASELINE, budget, 0).lr
+    i = min(range(len(LR_LADDER)), key=lambda j: abs(np.log(LR_LADDER[j] / lr)))
+    i = min(max(i, 1), len(LR_LADDER) - 2)
+    return LR_LADDER[i - 1], LR_LADDER[i], LR_LADDER[i + 1]
+
+
+def tuning_start(variant: str, budget: str = "cpu") -> tuple:
+    """The three values a tuned variant starts from (the same for every variant of a kind)."""
+    return {"aux_weight": WEIGHT_START, "pretrain_epochs": EPOCHS_START, "lr": lr_start(budget)}[TUNED[variant]]
+
+
+def trial_config(variant: str, value: float, budget: str = "cpu", seed: int = 0) -> TrainConfig:
+    """The run of a tuned variant at one value of what it tunes (`TUNED`): its weight, SimCLR epochs or learning rate."""
+    if variant not in TUNED:
+        raise ValueError(f"{variant!r} is not tuned; the tuned variants are {sorted(TUNED)}")
+    what = TUNED[variant]
+    if what == "aux_weight":
+        return variant_config(variant, budget, seed, float(value))
+    cfg = variant_config(variant, budget, seed)
+    if what == "pretrain_epochs":
+        return dataclasses.replace(cfg, init_from=pretrained_projections(budget, seed, int(value)))
+    return dataclasses.replace(cfg, lr=float(value))
+
+
+def train_trial(variant: str, value: float, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0
+                ) -> tuple[TrainConfig, TrainResult]:
+    """Train (or reuse) a tuned variant at one value; `pretrained` pre-trains its projections first
+    (once per number of epochs and seed) -> (its configuration, its result)."""
+    cfg = trial_config(variant, value, budget, seed)
+    if TUNED[variant] == "pretrain_epochs":
+        pretrain(cfg, feats, int(value))
+    return cfg, train_run(cfg, feats)
+
+
+def convergence(cfg: TrainConfig, history: pd.DataFrame) -> dict:
+    """A run's per-epoch history -> its best validation rSum, best epoch, stopping epoch, the validation
+    change over its last three epochs (last minus three epochs before) and what stopped it."""
+    rsum = history.rsum.to_numpy(dtype=float)
+    return {"val rsum": round(float(rsum.max()), 2), "best epoch": int(history.epoch.iloc[int(rsum.argmax())]),
+            "epochs": len(rsum), "change over last 3 epochs": round(float(rsum[-1] - rsum[-4]), 2) if len(rsum) >= 4 else np.nan,
+            "stopped by": "epoch cap" if len(rsum) >= cfg.epochs else "patience"}
+
+
+def tuning_file(budget: str = "cpu") -> Path:
+    """The committed table of every tuning trial: notebooks/ablations-tuning-<budget>.csv."""
+    return PATHS.notebooks / f"ablations-tuning-{budget}.csv"
+
+
+def read_tuning(path: Path) -> pd.DataFrame:
+    """The tuning trials written so far (an empty table if none); ValueError if the file is not such a table."""
+    if not path.is_file():
+        return pd.DataFrame(columns=TUNING_COLUMNS)
+    table = pd.read_csv(path)
+    missing = set(TUNING_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"{path} lacks the columns {sorted(missing)}: it is not a table of the ablations' tuning; "
+                         "move it away and run the tuning again (`tune_all`) to write it")
+    return table
+
+
+def _same_trial(table: pd.DataFrame, variant: str, value: float) -> pd.Series:
+    return (table.variant == variant) & (table.tuned == TUNED[variant]) & np.isclose(table.value.astype(float), value)
+
+
+def tune(variant: str, feats: dict[str, FeatureSet], budget: str = "cpu", log=print) -> pd.DataFrame:
+    """Tune one variant (`TUNED`) by `grow_until_interior` on seed 0, judged on validation rSum -> its trials' rows.
+
+    Resumable: the table (`tuning_file`) is written after every finished trial, and a trial whose row is there
+    with the same run identity (`recipes.run_dir(cfg).name`) is read, not retrained; a row whose identity has
+    changed (the recipe moved) is retrained and replaced."""
+    path = tuning_file(budget)
+
+    def score(value: float) -> float:
+        table = read_tuning(path)
+        same = _same_trial(table, variant, value)
+        name = run_dir(trial_config(variant, value, budget)).name
+        if same.any() and (table.loc[same, "run"] == name).all():
+            return float(table.loc[same, "val rsum"].iloc[0])
+        log(f"{variant}: training the trial {TUNED[variant]} = {value:g}")
+        cfg, result = train_trial(variant, value, feats, budget)
+        row = {"variant": variant, "tuned": TUNED[variant], "value": float(value),
+               **convergence(cfg, result.history), "run": name}
+        table = read_tuning(path)                                         # as it is now, this row in its place
+        kept = table[~_same_trial(table, variant, value)].to_dict("records")
+        write_csv(pd.DataFrame([*kept, row], columns=TUNING_COLUMNS), path, index=False)
+        return row["val rsum"]
+
+    _, scores = grow_until_interior(tuning_start(variant, budget), LADDERS[TUNED[variant]], score)
+    table = read_tuning(path)
+    tried = np.logical_or.reduce([_same_trial(table, variant, v).to_numpy() for v in scores])
+    return table[tried].sort_values("value").reset_index(drop=True)
+
+
+def tune_all(feats: dict[str, FeatureSet], budget: str = "cpu", log=print) -> pd.DataFrame:
+    """Tune every variant of `TUNED`, in the course's order -> every trial's row (the table `tuning_file` holds).
+
+    The same trials for each: every variant of a kind gets the same design, one ladder, the same three values
+    to start and the same growth rule (`grow_until_interior`), seed 0, the budget's early stopping, judged on
+    validation rSum; so two variants whose optima sit alike take the same number of runs."""
+    return pd.concat([tune(v, feats, budget, log) for v in VARIANTS if v in TUNED], ignore_index=True)
+
+
+def tuned_value(tuning: pd.DataFrame, variant: str) -> float:
+    """The tuning's choice for a variant: its trial with the best validation rSum (the smaller value on a tie)."""
+    rows = tuning[(tuning.variant == variant) & (tuning.tuned == TUNED[variant])].sort_values("value")
+    if rows.empty:
+        raise ValueError(f"the tuning table has no trials of {variant}: run `tune_all` (or `tune({variant!r}, ...)`) first")
+    return float(rows.loc[rows["val rsum"].idxmax(), "value"])
+
+
+def tuning_summary(tuning: pd.DataFrame) -> pd.DataFrame:
+    """Per tuned variant: what is tuned, the values tried, the choice and its validation rSum, the number of
+    trials, whether the choice is interior to the values tried, and whether it sits at an end of its ladder."""
+    rows = []
+    for variant in (v for v in VARIANTS if v in TUNED):
+        trials = tuning[(tuning.variant == variant) & (tuning.tuned == TUNED[variant])].sort_values("value")
+        if trials.empty:
+            continue
+        value, ladder = tuned_value(tuning, variant), LADDERS[TUNED[variant]]
+        values = trials.value.astype(float).tolist()
+        rows.append({"variant": variant, "tuned": TUNED[variant], "tried": ", ".join(f"{v:g}" for v in values),
+                     "chosen": value, "val rsum": float(trials["val rsum"].max()), "trials": len(trials),
+                     "interior": bool(values[0] < value < values[-1]),
+                     "at ladder end": bool(np.isclose(value, ladder[0]) or np.isclose(value, ladder[-1]))})
+    return pd.DataFrame(rows)
+
+
+def tuned_config(variant: str, tuning: pd.DataFrame, budget: str = "cpu", seed: int = 0) -> TrainConfig:
+    """A variant's run under the tuned design: a tuned variant at its tuning's choice, the others as `variant_config`."""
+    if variant in TUNED:
+        return trial_config(variant, tuned_value(tuning, variant), budget, seed)
+    return variant_config(variant, budget, seed)
+
+
+def tuned_configs(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS) -> list[tuple[str, str, TrainConfig]]:
+    """Every run of the tuned design but its tuning trials -> [(kind, name, configuration)]: each variant's
+    seeds ("seed run") and the data-scale curve below 100% ("scale"; 100% is notebook 06's runs)."""
+    runs = [("seed run", v, tuned_config(v, tuning, budget, s)) for v in VARIANTS for s in seeds]
+    return runs + [("scale", m, scale_config(m, f, budget, s)) for m in SCALE_MODELS
+                   for f in SCALE_FRACTIONS if f < 1 for s in seeds]
+
+
+def tuned_all_ranks(feats: dict[str, FeatureSet], tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS
+                    ) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
+    """`all_ranks` under the tuned design: every variant (tuned ones at their choice) and the data-scale curve,
+    trained or reused, ranked on the 1K test set -> ({variant: [ranks per seed]}, {(model, fraction): [...]})."""
+    variants = {}
+    for name in VARIANTS:
+        variants[name] = []
+        for s in seeds:
+            cfg = tuned_config(name, tuning, budget, s)
+            if TUNED.get(name) == "pretrain_epochs":
+                pretrain(cfg, feats, int(tuned_value(tuning, name)))
+            train_run(cfg, feats)
+            variants[name].append(rank_run(cfg, feats))
+    return variants, scale_ranks(feats, budget, seeds)
+
+
+def convergence_table(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS) -> pd.DataFrame:
+    """Every run of the tuned design, each once: its kind ("tuning", "seed run", "tuning + seed run" for a seed-0
+    run at the chosen value, "scale"), name, seed, what it tunes and the value, its stopping epoch, best epoch,
+    validation change over its last three epochs and what stopped it. Tuning trials come from the tuning
+    table; the other runs from their folders' history.csv (RuntimeError if one has not been trained)."""
+    kept = ("epochs", "best epoch", "change over last 3 epochs", "stopped by")
+    rows = {r["run"]: {"kind": "tuning", "name": r["variant"], "seed": 0, "tuned": r["tuned"], "value": r["value"],
+                       **{k: r[k] for k in kept}} for r in tuning.to_dict("records")}
+    for kind, name, cfg in tuned_configs(tuning, budget, seeds):
+        folder = run_dir(cfg)
+        if folder.name in rows:
+            rows[folder.name]["kind"] = "tuning + seed run"
+            continue
+        if not (folder / "history.csv").is_file():
+            raise RuntimeError(f"{folder} has no history.csv: the {kind} {name}, seed {cfg.seed}, has not been trained; "
+                               "train the tuned design first (`reproduce_tuned_ablations`)")
+        c = convergence(cfg, pd.read_csv(folder / "history.csv"))
+        tuned = kind == "seed run" and name in TUNED
+        rows[folder.name] = {"kind": kind, "name": name, "seed": cfg.seed, "tuned": TUNED[name] if tuned else "",
+                             "value": tuned_value(tuning, name) if tuned else np.nan, **{k: c[k] for k in kept}}
+    return pd.DataFrame([{**row, "run": run} for run, row in rows.items()])
+
+
+# ----------------------------------------------------------------------------- 08's sentences, from the tables
+
+def _counts(summary: pd.DataFrame, variants) -> str:
+    """'3 runs each' when the variants' trial counts agree, else '`a` 3, `b` 4 runs' (one variant: '3 runs')."""
+    n = summary.set_index("variant").loc[list(variants), "trials"].astype(int)
+    if len(n) == 1:
+        return f"{n.iloc[0]} runs"
+    if n.nunique() == 1:
+        return f"{n.iloc[0]} runs each"
+    return ", ".join(f"`{v}` {k}" for v, k in n.items()) + " runs"
+
+
+def verdict_sentence(claims: pd.DataFrame, factorial: pd.DataFrame) -> str:
+    """Notebook 06's tables (`evaluation.claims_table`, `evaluation.factorial_table`) -> the sentence 08 opens
+    with: which way `decoupled` differs from `joint` (the primary reading's interval) and the blog's module
+    from `decoupled` (its factorial verdict), e.g. "... credibly *worse* than `joint`, and the blog's module
+    as written worse again."."""
+    primary = claims[claims.primary]
+    blog = factorial[factorial.comparison == "blog vs decoupled"]
+    if len(primary) != 1 or len(blog) != 1:
+        raise ValueError("need notebook 06's claims table with one primary row and its factorial table with the "
+                         "row 'blog vs decoupled' (evaluation.claims_table, evaluation.factorial_table)")
+    first = metrics.verdict(float(primary.lo.iloc[0]), float(primary.hi.iloc[0]))
+    a, b = primary.A.iloc[0], primary.B.iloc[0]
+    said = {"A credibly worse": f"credibly *worse* than `{b}`", "A better": f"credibly *better* than `{b}`",
+            "no credible difference": f"not credibly different from `{b}`"}[first]
+    second = blog.verdict.iloc[0]
+    blog_said = ("worse again" if second == "A credibly worse" and first == "A credibly worse" else
+                 {"A credibly worse": f"credibly worse than `{a}`", "A better": f"credibly better than `{a}`",
+                  "no credible difference": f"not credibly different from `{a}`"}[second])
+    return f"Notebook 06 found the corrected `{a}` model {said}, and the blog's module as written {blog_said}."
+
+
+def design_sentence(tuning: pd.DataFrame, search_table: pd.DataFrame) -> str:
+    """The tuning table and 05's search table -> what 08 says of its design: which variants get their own
+    trials and how many runs each took, and what 05's search would cost per variant (its trials of `decoupled`)."""
+    summary = tuning_summary(tuning)
+    kinds = {what: [v for v in summary.variant if TUNED[v] == what] for what in LADDERS}
+    if any(not names for names in kinds.values()):
+        raise ValueError(f"the tuning table lacks trials of {[w for w, n in kinds.items() if not n]}: run `tune_all` first")
+    n_search = int((search_table.model == BASELINE).sum())
+    names = ", ".join(f"`{v}`" for v in kinds["lr"])
+    text = (f"What this design cannot show: a variant that would prefer another learning rate is judged at "
+            f"`{BASELINE}`'s, except the changed losses ({names}), which get their own learning-rate trial "
+            f"({_counts(summary, kinds['lr'])}). Notebook 05's whole search is not repeated per variant (that would "
+            f"cost {n_search} runs each); the added loss terms get their own weight sweep "
+            f"({_counts(summary, kinds['aux_weight'])}), because a weight has no default, and pre-training its number "
+            f"of SimCLR epochs ({_counts(summary, kinds['pretrain_epochs'])}). Every trial is seed 0, judged on "
+            "validation rSum, and each variant's values grow along its ladder until its choice is interior")
+    unfinished = summary[~summary.interior & ~summary["at ladder end"]]
+    if len(unfinished):
+        raise ValueError(f"the tuning of {list(unfinished.variant)} is unfinished (its choice sits on an edge of the "
+                         "values tried, inside its ladder): run `tune_all` again to grow it")
+    ends = summary[~summary.interior]
+    if len(ends):
+        text += (", or the ladder ends: " + ", ".join(f"`{r.variant}` chose {r.chosen:g}, the end of its ladder"
+                                                     for r in ends.itertuples()))
+    return text + "."
+
+
+# ----------------------------------------------------------------------------- the tuned design's files
+
+def tuned_files(budget: str = "cpu") -> dict[str, Path]:
+    """The files `reproduce_tuned_ablations` commits beside the notebooks: every tuning trial, every run's
+    convergence, every run's test ranks."""
+    return {"tuning": tuning_file(budget),
+            "convergence": PATHS.notebooks / f"ablations-convergence-{budget}.csv",
+            "ranks": PATHS.notebooks / f"ablations-ranks-tuned-{budget}.npz"}
+
+
+def load_tuned(budget: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """The committed outputs of `reproduce_tuned_ablations` -> (tuning table, convergence table,
+    {variant: ranks per seed}, {(model, fraction): ranks per seed}); a clear error when one is missing."""
+    files = tuned_files(budget)
+    for f in files.values():
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: restore it (`git checkout -- {f.parent.name}/{f.name}`) or "
+                                    "recompute it with `reproduce_tuned_ablations` (the tuning, then every variant "
+                                    "and the data-scale curve with 3 seeds)")
+    variants, scale = load_ranks(files["ranks"])
+    return read_tuning(files["tuning"]), pd.read_csv(files["convergence"]), variants, scale
+
+
+def reproduce_tuned_ablations(budget: str = "cpu") -> Path:
+    """Everything of the tuned design, outside the tests: the tuning of every variant of `TUNED` (resumable from
+    the committed tuning table), every variant at its choice and the data-scale curve with 3 seeds, ranked on
+    the 1K test set. Writes the tuning, convergence and ranks files to notebooks/ (`tuned_files`) and the tables
+    to results/ablations-tuned.md."""
+    feats = load_course_features(progress=True)
+    files = tuned_files(budget)
+    tuning = tune_all(feats, budget)
+    variants, scale = tuned_all_ranks(feats, tuning, budget, SEEDS)
+    save_ranks(variants, scale, files["ranks"])
+    write_csv(convergence_table(tuning, budget), files["convergence"], index=False)
+    baseline = []
+    for s in seeds_for(BASELINE):
+        course_run(BASELINE, feats, budget, s)
+        baseline.append(rank_run(train_config(BASELINE, budget, s), feats))
+    cap = feats["test"].caption_image
+    return write_tables({"Tuning (seed 0, validation)": tuning_summary(tuning),
+                         f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, cap),
+                         "Data scale (test rSum)": scale_table(scale, cap),
+                         "How the gaps move with data (test rSum)": gap_table(scale, cap)}, "ablations-tuned.md")
