@@ -3,8 +3,9 @@
 The modules a learner reads, one per course step (each imports only libraries and the modules above it):
     config          paths, device, seeds and the encoder pair: resolved in one place
     atomic          files written atomically, and their checksums
-    download        01: the subset from the official COCO servers (resumable, md5-checked)
-    data            01: the COCO subset: prepare, verify, load, split, caption-mined labels
+    download        01: the subset from the official COCO servers (resumable, md5-checked); full COCO
+                    2014 with Karpathy's split (COURSE_DATA=karpathy): pinned archives, safe extraction
+    data            01: the COCO subset: prepare, verify, load, split, caption-mined labels; KarpathyCoco
     blog            the blog's code as written, kept runnable to show its bugs
     encoders        02-03: the frozen image and text encoders (regions, token features)
     features        02-03: FeatureSet, the features the models read, and 08's changes to them
@@ -43,6 +44,7 @@ The tools, `tools/`, and the command line:
     tools.editions  the student edition (`make student`)
     tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
     tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
+    tools.standin   a tiny full-COCO stand-in from the subset, and a local server for it (tests, offline)
     __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
 """
 import inspect
