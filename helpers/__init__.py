@@ -29,6 +29,7 @@ The speed code, `fast/` (same results, faster; imports only the learner modules 
     fast.extraction   batched feature extraction, the CNN as one fused oneDNN Graph
     fast.distributed  the same update on several processes under torchrun
     fast.parallel     independent runs side by side, one thread each
+    fast.shards       features in shards on disk, memory-mapped, read row by row
 
 The pipeline, `pipeline/` (may import both; nothing imports it but the commands and the tools):
     pipeline.recipes        models, seeds, budgets, the chosen settings, one folder per configuration
@@ -38,6 +39,7 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.evaluation     06's tables: recalls, the +8.5% claim under each reading, the factorial
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
     pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
+    pipeline.shards         features at scale: extracted in shards under torchrun, DDP training, scoring
 
 The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)

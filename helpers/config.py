@@ -37,6 +37,11 @@ class Paths:
         return Path(os.environ.get("COURSE_CACHE_DIR", self.data / "cache"))
 
     @property
+    def shards(self) -> Path:
+        """Features extracted in shards for training at scale (`helpers.pipeline.shards`)."""
+        return Path(os.environ.get("COURSE_SHARDS_DIR", self.data / "shards"))
+
+    @property
     def runs(self) -> Path:
         return Path(os.environ.get("COURSE_RUNS_DIR", self.root / "runs"))
 
