@@ -47,6 +47,7 @@ The tools, `tools/`, and the command line:
     tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
     tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
     tools.standin   a tiny full-COCO stand-in from the subset, and a local server for it (tests, offline)
+    tools.scale     full COCO end to end under torchrun, or all of it on the stand-in (`make scale-standin`)
     __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
 """
 import inspect

@@ -1,10 +1,10 @@
 """Features and training at scale: a split extracted in shards by every rank of a torchrun job, then trained
 with DDP on the memory-mapped shards and scored. In this order:
 
-    torchrun --nproc_per_node 8 -m helpers.pipeline.shards extract --split train --out data/shards/karpathy
-    (the same for --split val and --split test; one process, without torchrun, writes one shard)
+    COURSE_DATA=karpathy torchrun --nproc_per_node 8 -m helpers.pipeline.shards extract --split train val test \
+        --out data/shards/karpathy          (one process, without torchrun, writes one shard)
     torchrun --nproc_per_node 8 -m helpers.pipeline.shards train --shards data/shards/karpathy --model decoupled --budget full
-    python -m helpers.pipeline.shards score --shards data/shards/karpathy --model decoupled --budget full
+    python -m helpers.pipeline.shards score --shards data/shards/karpathy --model decoupled --budget full --protocols
 
 `extract_split` splits the images and the captions of a split into W contiguous shards (`fast.shards`); rank r
 extracts shard r with the course's extractors and writes it atomically with its full key and checksums
@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .. import metrics
-from ..config import PATHS, course_device, get_device
-from ..data import load_subset
+from .. import intervals, metrics, protocols
+from ..config import PATHS, course_device, data_source, get_device
+from ..data import load_karpathy, load_subset
 from ..encoders import blog_transform, load_image_encoder, load_text_encoder
 from ..fast import distributed
 from ..fast.extraction import default_num_workers, extract_image_features, extract_text_features, use_graph
@@ -37,6 +37,7 @@ from ..fast.shards import (INDEX_FORMAT, file_sha256, index_path, open_split, re
                            verify_split)
 from ..features import FeatureSet
 from ..atomic import write_json
+from ..metrics import METRICS
 from ..train import TrainConfig, TrainResult, load_result, train
 from .feature_cache import (CACHE_FORMAT, _check_image, _check_text, _compute_dtype, _digest, image_cache_key,
                             image_md5s, load_cache, save_cache, text_cache_key, tidy_cache)
@@ -235,6 +236,42 @@ def score_sharded(run_dir: str | Path, shards: str | Path, split: str = "test", 
     return metrics.recall_table(FAST.all(model, test, device=device), test.caption_image)
 
 
+def score_protocols(run_dir: str | Path, shards: str | Path, split: str = "test", device: str = "cpu",
+                    n_folds: int = 5, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The run's best checkpoint on the whole split, read both published ways (`helpers.protocols`) ->
+    {'1k': {'folds': [recalls per fold], 'mean', 'min', 'max', 'std'}, '5k': recalls,
+    '5k_interval': {metric: [lo, hi]} (95%, test images resampled with their captions; one seed)}.
+    With Karpathy's 5K test split, '1k' is the published COCO 1K figure and '5k' COCO 5K."""
+    test = open_split(shards, split).load()
+    model = load_result(run_dir, device).model
+    scores = FAST.all(model, test, device=device).float().cpu()
+    table = protocols.protocol_1k(scores, test.caption_image, n_folds)
+    folds = table.iloc[:n_folds]
+    ranks = metrics.ranks(scores, test.caption_image)
+    spread = intervals.honest_interval([ranks], test.caption_image.numpy(), n_boot=n_boot, seed=seed)
+    return {"split": split, "images": test.n_images, "captions": test.n_captions, "n_folds": n_folds,
+            "1k": {"folds": [{k: float(v) for k, v in row.items()} for _, row in folds.iterrows()],
+                   **{name: {k: float(v) for k, v in table.loc[name].items()} for name in ("mean", "min", "max")},
+                   "std": {k: float(v) for k, v in folds.std(ddof=1).items()}},
+            "5k": protocols.protocol_5k(scores, test.caption_image),
+            "5k_interval": {m: [float(spread.loc[m, "lo"]), float(spread.loc[m, "hi"])] for m in METRICS}}
+
+
+def protocol_lines(result: dict) -> list[str]:
+    """`score_protocols`' result -> readable lines: each 1K fold, the 1K mean with its fold spread, 5K
+    with its interval; every number named by its key (`protocols.summary`)."""
+    one_k, n = result["1k"], result["n_folds"]
+    lines = [protocols.summary(f, f"1K fold {i + 1}") for i, f in enumerate(one_k["folds"])]
+    lines.append(protocols.summary(one_k["mean"], f"1K (mean of {n} folds)"))
+    lines.append(f"    folds' rSum {one_k['min']['rsum']:.1f} .. {one_k['max']['rsum']:.1f} "
+                 f"(std {one_k['std']['rsum']:.1f}); R@1 image→text {one_k['min']['i2t_R@1']:.1f} .. "
+                 f"{one_k['max']['i2t_R@1']:.1f}, text→image {one_k['min']['t2i_R@1']:.1f} .. {one_k['max']['t2i_R@1']:.1f}")
+    lines.append(protocols.summary(result["5k"], f"5K (all {result['images']} images)"))
+    lo, hi = result["5k_interval"]["rsum"]
+    lines.append(f"    95% interval over test images: rSum {lo:.1f} .. {hi:.1f}")
+    return lines
+
+
 # ----------------------------------------------------------------------------- command line
 
 def _config(args) -> TrainConfig:
@@ -245,9 +282,15 @@ def _config(args) -> TrainConfig:
     return replace(cfg, **{k: v for k, v in asked.items() if v is not None})
 
 
-def _load_data(name: str):
+def _load_data(name: str | None, root: Path | None = None):
+    """--data -> the data to extract: 'course' (the COCO subset), 'karpathy' (full COCO at `root`, default
+    PATHS.karpathy); None follows COURSE_DATA."""
+    name = name or ("karpathy" if data_source() == "karpathy" else "course")
+    if name == "karpathy":
+        return load_karpathy(root)
     if name != "course":
-        raise ValueError(f"unknown --data {name!r}; 'course' is the course's COCO subset (data.load_subset); call "
+        raise ValueError(f"unknown --data {name!r}; 'course' is the course's COCO subset (data.load_subset), "
+                         "'karpathy' full COCO with Karpathy's split (data.load_karpathy); call "
                          "extract_split(subset, ...) from Python for another loader")
     return load_subset()
 
@@ -256,15 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline.shards", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     e = sub.add_parser("extract", help="extract a split as shards (under torchrun: one per rank) and its index")
-    e.add_argument("--split", required=True)
+    e.add_argument("--split", required=True, nargs="+", help="one or more of train, val, test")
     e.add_argument("--out", type=Path, default=PATHS.shards)
-    e.add_argument("--data", default="course", help="'course': the course's COCO subset")
+    e.add_argument("--data", help="'course': the course's COCO subset; 'karpathy': full COCO (default: as COURSE_DATA)")
+    e.add_argument("--data-dir", type=Path, help="--data karpathy: where it was prepared (default: COURSE_KARPATHY_DIR)")
     e.add_argument("--world", type=int, help="without torchrun: this many shards, one after another")
     e.add_argument("--limit", type=int, help="only the split's first N images (a trial run)")
     e.add_argument("--device", help="cpu, cuda or auto (default: COURSE_DEVICE)")
     e.add_argument("--no-progress", action="store_true")
     v = sub.add_parser("verify", help="compare every shard of a split with the sha256 in its index")
-    v.add_argument("--split", required=True)
+    v.add_argument("--split", required=True, nargs="+")
     v.add_argument("--shards", type=Path, default=PATHS.shards)
     for name in ("train", "score"):
         t = sub.add_parser(name, help="train a run on the shards (under torchrun: DDP)" if name == "train"
@@ -281,20 +325,31 @@ def main(argv: list[str] | None = None) -> int:
         t.add_argument("--model-overrides", type=json.loads, help='JSON, e.g. \'{"dim": 32}\'')
         t.add_argument("--run-dir", type=Path, help="default: runs/<shards folder>/<run name>")
         t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--protocols", action="store_true", help="both published protocols: 1K (five folds, each "
+                   "shown, mean and spread) and 5K with its 95%% interval")
+    t.add_argument("--json", type=Path, help="with --protocols: also write them to this JSON file")
     args = parser.parse_args(argv)
 
     if args.command == "extract":
-        path = extract_split(_load_data(args.data), args.split, args.out, world=args.world, limit=args.limit,
-                             device=args.device, progress=not args.no_progress)
-        if int(os.environ.get("RANK", "0")) == 0:
-            index = read_index(args.out, args.split)
-            print(f"{path}: {index['images']['count']} images, {index['captions']['count']} captions "
-                  f"in {index['world']} shard(s)")
+        subset = _load_data(args.data, args.data_dir)
+        encoders = (load_image_encoder("auto")[0], load_text_encoder("auto")[0])    # loaded once for every split
+        # one process group for all the splits: a second group on torchrun's store would meet the first's addresses
+        with distributed.process(args.device or course_device()):
+            for split in args.split:
+                path = extract_split(subset, split, args.out, *encoders, world=args.world, limit=args.limit,
+                                     device=args.device, progress=not args.no_progress)
+                if int(os.environ.get("RANK", "0")) == 0:
+                    index = read_index(args.out, split)
+                    print(f"{path}: {index['images']['count']} images, {index['captions']['count']} captions "
+                          f"in {index['world']} shard(s)")
         return 0
     if args.command == "verify":
-        problems = verify_split(args.shards, args.split)
-        print("\n".join(problems) or f"all shards of {args.split!r} match their index")
-        return 1 if problems else 0
+        failed = False
+        for split in args.split:
+            problems = verify_split(args.shards, split)
+            print("\n".join(problems) or f"all shards of {split!r} match their index")
+            failed |= bool(problems)
+        return 1 if failed else 0
     cfg = _config(args)
     folder = args.run_dir or run_folder(cfg, args.shards)
     if args.command == "train":
@@ -302,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(result.history.round(4).to_string(index=False))
             print(f"best epoch {result.best['epoch']} (val rsum {result.best['rsum']:.1f}); checkpoints in {folder}")
+            print(f"trained by {os.environ.get('WORLD_SIZE', '1')} process(es)")
+        return 0
+    if args.protocols:
+        result = score_protocols(folder, args.shards, device=str(get_device(cfg.device)))
+        print("\n".join(protocol_lines(result)))
+        if args.json:
+            write_json(args.json, result, indent=1)
         return 0
     table = score_sharded(folder, args.shards, device=str(get_device(cfg.device)))
     print(json.dumps({k: round(v, 2) for k, v in table.items()}))
