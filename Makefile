@@ -22,7 +22,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=$(CELL_TIMEOUT)
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search ablations student clean site site-test
+.PHONY: venv data course test unit notebooks refresh search ablations student clean site site-test scale-standin
 
 venv: $(STAMP)
 
@@ -99,6 +99,15 @@ search: data
 # committed notebooks/ablations-*-cpu.* that 08 reads.
 ablations: data
 	@$(PY) -m helpers reproduce --ablations --budget cpu
+
+# Full COCO's whole path on a stand-in (helpers.tools.scale): a tiny Karpathy-format COCO built from the subset,
+# served on 127.0.0.1, prepared and verified, its features extracted in shards by 2 torchrun processes (gloo, CPU),
+# a model trained under DDP on 2, scored by the 1K (five folds) and 5K protocols; about 1-2 min on 2 cores.
+# Leaves runs/scale-standin/summary.json and logs/. tests/test_scale_standin.py runs the same in `make unit`.
+SCALE_STANDIN := runs/scale-standin
+scale-standin: data
+	@rm -rf $(SCALE_STANDIN)
+	@$(PY) -m helpers.tools.scale standin --workdir $(SCALE_STANDIN)
 
 # The course as a static website, built from the committed executed notebooks (never re-run) into
 # build/site/, with no internet. Its tools live in a small venv of their own (no torch, about 30 s to

@@ -3,8 +3,9 @@
 The modules a learner reads, one per course step (each imports only libraries and the modules above it):
     config          paths, device, seeds and the encoder pair: resolved in one place
     atomic          files written atomically, and their checksums
-    download        01: the subset from the official COCO servers (resumable, md5-checked)
-    data            01: the COCO subset: prepare, verify, load, split, caption-mined labels
+    download        01: the subset from the official COCO servers (resumable, md5-checked); full COCO
+                    2014 with Karpathy's split (COURSE_DATA=karpathy): pinned archives, safe extraction
+    data            01: the COCO subset: prepare, verify, load, split, caption-mined labels; KarpathyCoco
     blog            the blog's code as written, kept runnable to show its bugs
     encoders        02-03: the frozen image and text encoders (regions, token features)
     features        02-03: FeatureSet, the features the models read, and 08's changes to them
@@ -28,6 +29,7 @@ The speed code, `fast/` (same results, faster; imports only the learner modules 
     fast.extraction   batched feature extraction, the CNN as one fused oneDNN Graph
     fast.distributed  the same update on several processes under torchrun
     fast.parallel     independent runs side by side, one thread each
+    fast.shards       features in shards on disk, memory-mapped, read row by row
 
 The pipeline, `pipeline/` (may import both; nothing imports it but the commands and the tools):
     pipeline.recipes        models, seeds, budgets, the chosen settings, one folder per configuration
@@ -38,12 +40,15 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.verdicts       06's declared comparisons: the primary, Holm-corrected families, the primary's power
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
     pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
+    pipeline.shards         features at scale: extracted in shards under torchrun, DDP training, scoring
 
 The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
     tools.editions  the student edition (`make student`)
     tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
     tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
+    tools.standin   a tiny full-COCO stand-in from the subset, and a local server for it (tests, offline)
+    tools.scale     full COCO end to end under torchrun, or all of it on the stand-in (`make scale-standin`)
     __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
 """
 import inspect

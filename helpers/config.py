@@ -28,8 +28,18 @@ class Paths:
         return Path(os.environ.get("COURSE_DATA_DIR", self.data / "coco-subset"))
 
     @property
+    def karpathy(self) -> Path:
+        """Full COCO 2014 with Karpathy's split (`download.prepare_karpathy`, `data.KarpathyCoco`): COURSE_DATA=karpathy."""
+        return Path(os.environ.get("COURSE_KARPATHY_DIR", self.data / "coco-karpathy"))
+
+    @property
     def cache(self) -> Path:
         return Path(os.environ.get("COURSE_CACHE_DIR", self.data / "cache"))
+
+    @property
+    def shards(self) -> Path:
+        """Features extracted in shards for training at scale (`helpers.pipeline.shards`)."""
+        return Path(os.environ.get("COURSE_SHARDS_DIR", self.data / "shards"))
 
     @property
     def runs(self) -> Path:
@@ -88,6 +98,21 @@ def course_device() -> str:
     """Where features are extracted and models trained: 'cpu' by design for the tested course (its stored
     outputs and references are CPU results); COURSE_DEVICE=cuda (or auto) opts in to a GPU."""
     return os.environ.get("COURSE_DEVICE", "cpu").strip() or "cpu"
+
+
+# ----------------------------------------------------------------------------- data
+# Which data `python -m helpers.data prepare | verify` works on: the course's subset (the default; every
+# stored output is made on it) or full COCO 2014 with Karpathy's split (`download.prepare_karpathy`, ~38 GB on disk).
+DATA_SOURCES = ("subset", "karpathy")
+
+
+def data_source() -> str:
+    """The data the course's data commands work on: COURSE_DATA ('subset', the default, or 'karpathy')."""
+    name = os.environ.get("COURSE_DATA", "subset").strip().lower() or "subset"
+    if name not in DATA_SOURCES:
+        raise ValueError(f"COURSE_DATA={name!r} is not a data source; choose one of {list(DATA_SOURCES)} "
+                         "(e.g. `COURSE_DATA=karpathy python -m helpers.data prepare`), or unset it for the subset")
+    return name
 
 
 # ----------------------------------------------------------------------------- budget

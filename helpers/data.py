@@ -5,6 +5,9 @@ an existing valid copy, the folder named by COCO_SUBSET_DIR, the local mirror `.
 or a download from the official COCO servers, each file from the first source that has it with its
 committed md5 (`file_md5` in data/subset_images.csv, MIRROR_MD5 below). `python -m helpers.data verify`
 checks every file's md5 and the image count against that list, and that every image decodes.
+With COURSE_DATA=karpathy both commands work on full COCO 2014 with Karpathy's split instead
+(`download.prepare_karpathy`, `verify_karpathy`, in data/coco-karpathy/; loaded by `KarpathyCoco`);
+the subset stays the default.
 """
 from __future__ import annotations
 
@@ -23,9 +26,11 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .config import PATHS
+from .config import PATHS, data_source
 from .atomic import atomic_path, md5sum
-from .download import DownloadError, check_file_name, decodes, download_subset
+from .download import (KARPATHY_FIX, SPLIT_FILE, DownloadError, KarpathyError, check_file_name, decodes,
+                       download_subset, prepare_karpathy, read_karpathy_checksums, read_karpathy_split,
+                       verify_karpathy)
 
 IDS_CSV = PATHS.data / "subset_images.csv"   # committed: ids, checksums, has_instances, split
 # md5 of the shared mirror's other files (computed from ../shared/coco-subset); images: `file_md5` in IDS_CSV
@@ -350,6 +355,81 @@ def make_split(image_ids: list[int], instance_ids: list[int], n_test: int = N_TE
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
+# --------------------------------------------------------------- full COCO with Karpathy's split
+
+class KarpathyCoco:
+    """Full COCO with Karpathy's split, read like a `data.CocoSubset` by the feature extraction
+    (`fast.extraction.extract_image_features`, `pipeline.feature_cache`):
+
+    - `image_ids`: (N,) cocoids, sorted; `images`: DataFrame by id (file_name, karpathy_split, split)
+    - `image_path(id)`, `load_image(id)` -> RGB PIL image
+    - `captions`: DataFrame (caption_id = Karpathy's sentid, image_id, caption = raw), by image then caption;
+      every caption is kept (5 per image, a few images have 6 or 7); `captions_of(id)`
+    - `split_ids('train' | 'val' | 'test')`: train = Karpathy's train + restval (113,287 images), val and
+      test 5,000 each
+    - `root/manifest.csv` holds each image's md5, which the feature cache keys on without rehashing.
+    Full COCO carries no licence per image here: `credit` is not offered, so no figure shows these images.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root or PATHS.karpathy)
+        if not (self.root / SPLIT_FILE).is_file():
+            raise KarpathyError(f"full COCO (Karpathy split) not found at {self.root}; {KARPATHY_FIX}")
+        self.images, self.captions = read_karpathy_split(self.root / SPLIT_FILE)
+        missing = [n for n in self.images.file_name if not (self.root / n).is_file()]
+        if missing:
+            raise KarpathyError(f"{len(missing)} image file(s) that {SPLIT_FILE} lists are missing from {self.root} "
+                                f"(first: {missing[0]}); {KARPATHY_FIX}")
+        self.image_ids = [int(i) for i in self.images.index]
+        self._split = {s: [int(i) for i in self.images.index[self.images.split == s]] for s in ("train", "val", "test")}
+
+    def image_path(self, image_id: int) -> Path:
+        """Path of an image's file: root/train2014/COCO_train2014_<id>.jpg (or val2014)."""
+        folder, name = self.images.loc[image_id, "file_name"].split("/")
+        return self.root / folder / check_file_name(name)
+
+    def load_image(self, image_id: int) -> Image.Image:
+        """The image as RGB (COCO has grayscale and CMYK JPEGs); a clear error if it is missing or unreadable."""
+        path = self.image_path(image_id)
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except FileNotFoundError:
+            raise KarpathyError(f"image {image_id} is missing: {path}; {KARPATHY_FIX}") from None
+        except (OSError, UnidentifiedImageError) as e:
+            raise KarpathyError(f"image {image_id} at {path} is corrupt ({e}); {KARPATHY_FIX}") from None
+
+    def captions_of(self, image_id: int) -> list[str]:
+        return self.captions.caption[self.captions.image_id == image_id].tolist()
+
+    def split_ids(self, name: str) -> list[int]:
+        """Image ids of the 'train' (Karpathy's train + restval), 'val' or 'test' split (sorted)."""
+        if name not in self._split:
+            raise ValueError(f"unknown split {name!r}; choose 'train', 'val' or 'test'")
+        return self._split[name]
+
+
+def load_karpathy(root: Path | None = None) -> KarpathyCoco:
+    """Load the prepared full COCO (data/coco-karpathy by default)."""
+    return KarpathyCoco(root)
+
+
+def karpathy_command(args) -> int:
+    """`COURSE_DATA=karpathy python -m helpers.data prepare | verify` (the arguments `data.main` parsed)."""
+    try:
+        if args.command == "prepare":
+            pins = read_karpathy_checksums(args.checksums) if args.checksums else None
+            done = prepare_karpathy(args.dest, args.download_url, pins)
+            print(f"full COCO (Karpathy split) ready at {args.dest or PATHS.karpathy}: {done}")
+            return 0
+        report = verify_karpathy(args.dest, decode=args.decode, progress=True)
+    except (KarpathyError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(report)
+    return 0 if not report.bad else 1
+
+
 # --------------------------------------------------------------------------- caption-mined labels
 
 # Words (and two-word phrases) that name each COCO category in a caption. Plurals are added below.
@@ -452,9 +532,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="put the subset at data/coco-subset")
     p.add_argument("--dest", type=Path)
     p.add_argument("--download-url", help="COCO server base URL (default: the official one)")
+    p.add_argument("--checksums", type=Path, help="COURSE_DATA=karpathy only: a JSON table {file: {md5, bytes}} "
+                   "that replaces the pinned one (download.KARPATHY_PINS)")
     v = sub.add_parser("verify", help="check every image against the manifest")
     v.add_argument("--dest", type=Path)
+    v.add_argument("--decode", action="store_true", help="COURSE_DATA=karpathy only: also decode every image")
     args = parser.parse_args(argv)
+    try:
+        source = data_source()
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if source == "karpathy":
+        return karpathy_command(args)
+    if getattr(args, "checksums", None) or getattr(args, "decode", False):
+        print("--checksums and --decode are for full COCO: set COURSE_DATA=karpathy", file=sys.stderr)
+        return 2
     if args.command == "prepare":
         try:
             print(f"COCO subset ready at {args.dest or PATHS.subset}: {prepare(args.dest, args.download_url)}")

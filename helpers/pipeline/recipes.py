@@ -33,6 +33,14 @@ BUDGETS = {
     "gpu": dict(epochs=60, patience=5, batch_size=256, lr=1e-3, device="auto"),   # CUDA, bf16 autocast
 }
 
+# Beside them, for the features at scale (`helpers.pipeline.shards`, not the notebooks' switch): the
+# Karpathy train split (113,287 images) under torchrun DDP, on N GPUs sharing the global batch (512 = 8 x 64),
+# bf16 autocast on CUDA. 221 steps an epoch; the cosine schedule spans 30 epochs, early stopping after 5
+# without a better validation rSum (its 5K images are scored whole every epoch, on rank 0).
+SCALE_BUDGETS = {
+    "full": dict(epochs=30, patience=5, batch_size=512, lr=1e-3, device="auto", amp=True),
+}
+
 # The search (`helpers.pipeline.search`, `make search`): every model gets these trials, seed 0.
 GRID = {"lr": (1e-3, 3e-3), "init_temperature": (0.03, 0.1)}   # the temperature stays learnable
 
@@ -85,12 +93,13 @@ def chosen_setting(model: str, budget: str) -> dict | None:
 
 def train_config(model: str, budget: str = "cpu", seed: int = 0, setting: dict | None = None,
                  **overrides) -> TrainConfig:
-    """The course's training configuration for `model` under a budget ('cpu' or 'gpu'), with the learning
+    """The course's training configuration for `model` under a budget ('cpu', 'gpu' or 'full'), with the learning
     rate and initial temperature the search chose for it (`chosen_setting`), or the given `setting`
     ({'lr', 'init_temperature'}); without either, the budget's defaults. `overrides`: TrainConfig fields."""
-    if budget not in BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
-    cfg = replace(TrainConfig(model=model, seed=seed, progress=False), **BUDGETS[budget])
+    budgets = {**BUDGETS, **SCALE_BUDGETS}
+    if budget not in budgets:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {sorted(budgets)}")
+    cfg = replace(TrainConfig(model=model, seed=seed, progress=False), **budgets[budget])
     setting = setting if setting is not None else chosen_setting(model, budget)
     if setting is not None:
         cfg = replace(cfg, lr=setting["lr"],
