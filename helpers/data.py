@@ -366,7 +366,7 @@ class KarpathyCoco:
     - `captions`: DataFrame (caption_id = Karpathy's sentid, image_id, caption = raw), by image then caption;
       every caption is kept (5 per image, a few images have 6 or 7); `captions_of(id)`
     - `split_ids('train' | 'val' | 'test')`: train = Karpathy's train + restval (113,287 images), val and
-      test 5,000 each
+      test 5,000 each, in the file's order (so the 1K folds are the published ones)
     - `root/manifest.csv` holds each image's md5, which the feature cache keys on without rehashing.
     Full COCO carries no licence per image here: `credit` is not offered, so no figure shows these images.
     """
@@ -381,7 +381,8 @@ class KarpathyCoco:
             raise KarpathyError(f"{len(missing)} image file(s) that {SPLIT_FILE} lists are missing from {self.root} "
                                 f"(first: {missing[0]}); {KARPATHY_FIX}")
         self.image_ids = [int(i) for i in self.images.index]
-        self._split = {s: [int(i) for i in self.images.index[self.images.split == s]] for s in ("train", "val", "test")}
+        by_file = self.images.sort_values("file_order")     # Karpathy's order: the published 1K folds follow it
+        self._split = {s: [int(i) for i in by_file.index[by_file.split == s]] for s in ("train", "val", "test")}
 
     def image_path(self, image_id: int) -> Path:
         """Path of an image's file: root/train2014/COCO_train2014_<id>.jpg (or val2014)."""
@@ -403,7 +404,9 @@ class KarpathyCoco:
         return self.captions.caption[self.captions.image_id == image_id].tolist()
 
     def split_ids(self, name: str) -> list[int]:
-        """Image ids of the 'train' (Karpathy's train + restval), 'val' or 'test' split (sorted)."""
+        """Image ids of the 'train' (Karpathy's train + restval), 'val' or 'test' split, in the order of Karpathy's
+        file: the five 1K folds of the test split (`protocols.folds`: consecutive 1,000 images) are then the
+        published ones."""
         if name not in self._split:
             raise ValueError(f"unknown split {name!r}; choose 'train', 'val' or 'test'")
         return self._split[name]

@@ -284,7 +284,7 @@ def coco2014_name(folder: str, image_id: int) -> str:
 
 def read_karpathy_split(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Karpathy's dataset_coco.json -> images (N, indexed by cocoid: file_name 'train2014/COCO_...jpg',
-    karpathy_split, split) and captions (M: caption_id = sentid, image_id, caption = raw), both by id."""
+    karpathy_split, split, file_order: the entry's place in the file) and captions (M: caption_id = sentid, image_id, caption = raw), both by id."""
     path = Path(path)
     try:
         d = json.loads(path.read_bytes())
@@ -310,9 +310,9 @@ def read_karpathy_split(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                                 f"{len(sentences)} sentences; expected one of {list(KARPATHY_FOLDERS)}, one of "
                                 f"{list(SPLIT_OF)} and at least one; the file is not Karpathy's COCO split")
         images.append({"id": cocoid, "file_name": f"{folder}/{name}", "karpathy_split": split,
-                       "split": SPLIT_OF[split]})
+                       "split": SPLIT_OF[split], "file_order": k})
         captions += [{"caption_id": sid, "image_id": cocoid, "caption": raw} for sid, raw in sentences]
-    images = pd.DataFrame(images, columns=["id", "file_name", "karpathy_split", "split"])
+    images = pd.DataFrame(images, columns=["id", "file_name", "karpathy_split", "split", "file_order"])
     captions = pd.DataFrame(captions, columns=["caption_id", "image_id", "caption"])
     for what, ids in (("cocoid", images.id), ("sentid", captions.caption_id)):
         if ids.duplicated().any():
