@@ -37,13 +37,14 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.evaluation     06's tables: recalls, the +8.5% claim under each reading, the factorial
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
     pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
+    pipeline.splits         06's split sensitivity: the primary comparison and first secondary on other splits
 
 The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
     tools.editions  the student edition (`make student`)
     tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
     tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
-    __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
+    __main__        `python -m helpers train | search | reproduce | splits | bench | student | clean | summary`
 """
 import inspect
 
