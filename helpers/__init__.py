@@ -41,6 +41,7 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
     pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
     pipeline.shards         features at scale: extracted in shards under torchrun, DDP training, scoring
+    pipeline.splits         06's split sensitivity: the primary comparison and first secondary on other splits
 
 The tools, `tools/`, and the command line:
     tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
@@ -49,7 +50,7 @@ The tools, `tools/`, and the command line:
     tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)
     tools.standin   a tiny full-COCO stand-in from the subset, and a local server for it (tests, offline)
     tools.scale     full COCO end to end under torchrun, or all of it on the stand-in (`make scale-standin`)
-    __main__        `python -m helpers train | search | reproduce | bench | student | clean | summary`
+    __main__        `python -m helpers train | search | reproduce | splits | bench | student | clean | summary`
 """
 import inspect
 

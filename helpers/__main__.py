@@ -4,6 +4,7 @@
     search      the learning-rate x temperature search for every model (`make search`)
     reproduce   the whole pipeline without notebooks: every model and seed, the results tables;
                 with --ablations, notebook 08's runs instead (`make ablations`)
+    splits      06's primary comparison and first secondary on other splits of the subset (`make splits`)
     bench       timings: extract, score, runs (`helpers.tools.bench`)
     student     write the student edition (`make student`)
     clean       strip execution timestamps and widget state from notebooks (`make refresh` runs it)
@@ -97,6 +98,17 @@ def reproduce_command(args) -> int:
     return 0
 
 
+def splits_command(args) -> int:
+    """Train and rank the split-sensitivity runs (resuming from the committed files), then print the table."""
+    from .pipeline import splits
+
+    splits.reproduce_splits(args.budget, tuple(args.orders), tuple(args.seeds))
+    files = splits.committed_files(args.budget)
+    print(f"recorded in {files['table']} and {files['ranks']}:")
+    print(splits.split_table(args.budget).round(2).to_string(index=False))
+    return 0
+
+
 def student_command(args) -> int:
     from .tools.editions import write_student_edition
 
@@ -180,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--ablations", action="store_true",
                    help="08's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
 
+    sp = sub.add_parser("splits", help="06's primary comparison and first secondary on other splits of the subset")
+    sp.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    sp.add_argument("--orders", type=int, nargs="+", default=[1, 2], help="the other splits (>= 1; 0 is the course's)")
+    sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+
     st = sub.add_parser("student", help="write the student edition: exercise solutions replaced by stubs (nbgrader's markers)")
     st.add_argument("--out", type=Path, default=None, help="folder to write to (default: student/, git-ignored)")
     c = sub.add_parser("clean", help="strip execution timestamps and widget state from notebooks, in place")
@@ -190,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     commands = {"train": train_command, "search": search_command, "reproduce": reproduce_command,
-                "student": student_command, "clean": clean_command,
+                "splits": splits_command, "student": student_command, "clean": clean_command,
                 "summary": summary_command}
     return commands[args.command](args)
 

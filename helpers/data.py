@@ -301,7 +301,7 @@ class CocoSubset:
                               f"{self.root / 'images'} (first: {missing[0]}); {FIX}")
         self.licenses = {lic["id"]: lic for lic in self.coco.dataset["licenses"]}
         self.image_ids = [int(i) for i in self.images.index]
-        self._split = make_split(self.image_ids, self.instance_image_ids())
+        self._splits = {0: make_split(self.image_ids, self.instance_image_ids())}
 
     def instance_image_ids(self) -> list[int]:
         """Ids of the images that have official instance annotations (258 in this subset)."""
@@ -325,11 +325,18 @@ class CocoSubset:
     def captions_of(self, image_id: int) -> list[str]:
         return self.captions.caption[self.captions.image_id == image_id].tolist()
 
-    def split_ids(self, name: str) -> list[int]:
-        """Image ids of the 'train', 'val' or 'test' split (sorted)."""
-        if name not in self._split:
+    def split(self, order: int = 0) -> dict[str, list[int]]:
+        """{'train', 'val', 'test'} -> sorted image ids of split `order` (0: the course's; `make_split_order`)."""
+        if order not in self._splits:
+            self._splits[order] = make_split_order(self.image_ids, self.instance_image_ids(), order)
+        return self._splits[order]
+
+    def split_ids(self, name: str, order: int = 0) -> list[int]:
+        """Image ids of the 'train', 'val' or 'test' split (sorted); `order` > 0: of another split (`make_split_order`)."""
+        split = self.split(order)
+        if name not in split:
             raise ValueError(f"unknown split {name!r}; choose 'train', 'val' or 'test'")
-        return self._split[name]
+        return split[name]
 
     def credit(self, image_id: int) -> str:
         """Attribution line for showing an image: Flickr source and licence."""
@@ -346,6 +353,31 @@ def make_split(image_ids: list[int], instance_ids: list[int], n_test: int = N_TE
     """Deterministic split by image id: test = every instance-labelled image + the first others in
     sha1 order up to `n_test`; val = the next `n_val`; train = the rest. Independent of machine and order."""
     key = lambda i: hashlib.sha1(f"coco-subset-split:{i}".encode()).hexdigest()  # noqa: E731
+    inst = set(instance_ids)
+    rest = sorted((i for i in image_ids if i not in inst), key=key)
+    n_fill = n_test - len(inst)
+    test = set(inst) | set(rest[:n_fill])
+    val = set(rest[n_fill:n_fill + n_val])
+    train = set(image_ids) - test - val
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def make_split_order(image_ids: list[int], instance_ids: list[int], order: int = 0, n_test: int = N_TEST,
+                     n_val: int = N_VAL) -> dict:
+    """`make_split`'s rule in another sha1 order: the key of image i is salted, f"coco-subset-split-{order}:{i}",
+    so test keeps every instance-labelled image and is filled from other images; val and train differ too.
+    Order 0 is `make_split` itself (the course's split)."""
+    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+        raise ValueError(f"split order must be a whole number >= 0 (0: the course's split), got {order!r}")
+    if order == 0:
+        return make_split(image_ids, instance_ids, n_test, n_val)
+    return _salted_split(image_ids, instance_ids, f"coco-subset-split-{order}", n_test, n_val)
+
+
+def _salted_split(image_ids, instance_ids, salt: str, n_test: int, n_val: int) -> dict:
+    """`make_split` with its key's salt "coco-subset-split" replaced by `salt` (notebook 01 shows `make_split`
+    as it is, so the rule is written out again here; tests/test_splits.py holds the two equal)."""
+    key = lambda i: hashlib.sha1(f"{salt}:{i}".encode()).hexdigest()  # noqa: E731
     inst = set(instance_ids)
     rest = sorted((i for i in image_ids if i not in inst), key=key)
     n_fill = n_test - len(inst)
@@ -431,7 +463,6 @@ def karpathy_command(args) -> int:
         return 1
     print(report)
     return 0 if not report.bad else 1
-
 
 # --------------------------------------------------------------------------- caption-mined labels
 

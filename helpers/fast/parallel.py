@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
@@ -55,23 +55,26 @@ def _run(work: Callable, job: tuple, source: str, load: Callable) -> None:
     work(_FEATURES, *job)
 
 
-def side_by_side(work: Callable, jobs: list[tuple], feats: dict, load: Callable, device: str = "cpu") -> int:
+def side_by_side(work: Callable, jobs: list[tuple], feats: dict, load: Callable, device: str = "cpu",
+                 done: Callable | None = None) -> int:
     """Call `work(features, *job)` for every job in worker processes, one thread each -> how many ran here.
 
     `work` and `load` are module-level functions (workers are spawned, so they are pickled by name). Jobs
     start in the given order (put the long ones first). Each worker calls `load()` once for its features;
     if those are not `feats`, or one worker would do (`workers`), nothing runs here (0) and the caller
-    runs the jobs itself.
+    runs the jobs itself. `done(*job)`, if given, is called in this process as each job finishes.
     """
     n = workers(len(jobs), device)
     source = feats["train"].source
     if n < 2 or not source:
         return 0
     pool = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_one_thread)
-    futures = [pool.submit(_run, work, job, source, load) for job in jobs]
+    futures = {pool.submit(_run, work, job, source, load): job for job in jobs}
     try:
-        for f in futures:
+        for f in futures if done is None else as_completed(futures):
             f.result()
+            if done is not None:
+                done(*futures[f])
     except OtherFeatures as err:
         warnings.warn(f"runs trained one after another: {err}", stacklevel=2)
         return 0

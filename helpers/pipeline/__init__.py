@@ -3,5 +3,6 @@
 `recipes` (models, seeds, budgets, the chosen settings, `run_dir`: one folder per configuration),
 `feature_cache` (features extracted once, the course's splits), `runs` (train or reuse, rank the test
 set), `search` (05's search), `evaluation` (06's tables), `features_kept` (07's tables), `ablations` (08's runs and
-tables). It may import the learner modules and the speed code; neither imports it.
+tables), `splits` (06's split sensitivity: other splits of the subset). It may import the learner modules and the
+speed code; neither imports it.
 """

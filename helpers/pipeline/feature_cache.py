@@ -1,5 +1,5 @@
 """The feature cache: each extraction is done once and read back from disk after, and the course's splits
-built from it (`load_course_features`).
+built from it (`load_course_features`; other splits of the subset with `order`).
 
 One safetensors file per (modality, encoder, weights, preprocessing, inputs, precision). The file
 name carries a short hash of that key and the file's metadata the full key, so a changed setting
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import warnings
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -367,10 +369,36 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:12]
 
 
+def split_mark(order: int) -> str:
+    """What the FeatureSets of split `order` add to their `source`: '' for the course's split (0), else '|split<k>'."""
+    return f"|split{order}" if order else ""
+
+
+def check_split(fs: FeatureSet, order: int) -> None:
+    """Raise unless `fs` was cut for split `order` (its `source` carries `split_mark(order)` and no other)."""
+    found = re.search(r"\|split(\d+)", fs.source)
+    have = int(found.group(1)) if found else 0
+    if have != order:
+        raise ValueError(f"these features were cut for split {have} (source {fs.source!r}), not split {order}; "
+                         f"pass load_course_features(order={order})")
+
+
+def course_splits(everything: FeatureSet, ids: dict[str, list[int]], order: int = 0) -> dict[str, FeatureSet]:
+    """The whole subset's FeatureSet and {'train', 'val', 'test'}: image ids -> {'all', 'train', 'val', 'test'}
+    FeatureSets; those of split `order` > 0 carry its mark in their `source` (`split_mark`)."""
+    row = {int(image_id): r for r, image_id in enumerate(everything.image_ids.tolist())}
+    out = {"all": everything}
+    for split in ("train", "val", "test"):
+        fs = everything.select_images(torch.tensor([row[int(i)] for i in ids[split]]))
+        out[split] = replace(fs, source=fs.source + split_mark(order)) if order else fs
+    return out
+
+
 def load_course_features(image_encoder="auto", text_encoder="auto", device: str | None = None, subset=None,
-                         transform=None, cache_dir: Path | None = None, progress: bool = True
+                         transform=None, cache_dir: Path | None = None, progress: bool = True, order: int = 0
                          ) -> dict[str, FeatureSet]:
-    """The whole subset's features (built once, then read from data/cache) -> {'all', 'train', 'val', 'test'}."""
+    """The whole subset's features (built once, then read from data/cache) -> {'all', 'train', 'val', 'test'};
+    `order` > 0: the sets of another split of the subset (`data.make_split_order`), cut from the same 'all'."""
     subset = subset if subset is not None else load_subset()
     ids = [int(i) for i in subset.image_ids]
     regions, pooled = cached_image_features(subset, ids, image_encoder, transform, device=device,
@@ -379,13 +407,10 @@ def load_course_features(image_encoder="auto", text_encoder="auto", device: str 
     tokens, offsets, text_pooled = cached_text_features(caps.caption.tolist(), text_encoder, device=device,
                                                         cache_dir=cache_dir, progress=progress)
     row = {image_id: r for r, image_id in enumerate(ids)}
-    source = fingerprint(pooled, text_pooled)
     everything = FeatureSet(
         image_ids=torch.tensor(ids, dtype=torch.long), regions=regions, pooled=pooled,
         caption_ids=torch.tensor(caps.caption_id.to_numpy(), dtype=torch.long),
         caption_image=torch.tensor([row[int(i)] for i in caps.image_id], dtype=torch.long),
-        tokens=tokens, offsets=offsets, text_pooled=text_pooled, source=source)
-    out = {"all": everything}
-    for split in ("train", "val", "test"):
-        out[split] = everything.select_images(torch.tensor([row[int(i)] for i in subset.split_ids(split)]))
-    return out
+        tokens=tokens, offsets=offsets, text_pooled=text_pooled, source=fingerprint(pooled, text_pooled))
+    split = {s: subset.split_ids(s) for s in ("train", "val", "test")} if order == 0 else subset.split(order)
+    return course_splits(everything, split, order)

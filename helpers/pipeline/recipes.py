@@ -107,9 +107,10 @@ def train_config(model: str, budget: str = "cpu", seed: int = 0, setting: dict |
     return replace(cfg, **overrides)
 
 
-def run_dir(cfg: TrainConfig) -> Path:
+def run_dir(cfg: TrainConfig, order: int = 0) -> Path:
     """The folder of the run `cfg` defines: runs/<model>[-<what differs>]-seed<seed>-<10 hex of the
-    configuration's sha256>, e.g. runs/decoupled-seed0-3f2a..., runs/joint-25pct-seed1-...
+    configuration's sha256>, e.g. runs/decoupled-seed0-3f2a..., runs/joint-25pct-seed1-...; on another split
+    of the subset (`order` > 0, `pipeline.splits`) the same name in runs/split<order>/.
 
     Everything in the configuration but `IDENTITY_LEFT_OUT` goes into the hash, so two configurations share a
     folder exactly when they train the same run; the words before it are for people (the folder's
@@ -121,4 +122,5 @@ def run_dir(cfg: TrainConfig) -> Path:
              cfg.image_features if cfg.image_features != "regions" else "",
              f"{round(100 * cfg.train_fraction)}pct" if cfg.train_fraction < 1 else "",
              "pretrained" if cfg.init_from else "", f"w{aux:g}" if aux else ""]
-    return PATHS.runs / f"{'-'.join(w for w in words if w)}-seed{cfg.seed}-{digest[:10]}"
+    runs = PATHS.runs / f"split{order}" if order else PATHS.runs
+    return runs / f"{'-'.join(w for w in words if w)}-seed{cfg.seed}-{digest[:10]}"

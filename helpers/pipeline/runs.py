@@ -23,7 +23,7 @@ from ..fast import distributed, parallel
 from ..fast.scoring import FAST
 from ..features import FeatureSet, logits_features
 from ..train import TrainConfig, TrainResult, finished, load_result, train
-from .feature_cache import load_course_features
+from .feature_cache import check_split, load_course_features
 from .recipes import MODEL_NAMES, run_dir, seeds_for, train_config
 
 
@@ -46,11 +46,13 @@ def features_for(cfg: TrainConfig, feats: dict[str, FeatureSet]) -> dict[str, Fe
     return {split: logits_features(fs, classifier) for split, fs in feats.items()}
 
 
-def train_run(cfg: TrainConfig, feats: dict[str, FeatureSet]) -> TrainResult:
-    """The run `cfg` defines, on `feats` (the course's splits): trained, resumed or reused from its folder."""
+def train_run(cfg: TrainConfig, feats: dict[str, FeatureSet], order: int = 0) -> TrainResult:
+    """The run `cfg` defines, on `feats` (the course's splits, or with `order` > 0 those of another split of
+    the subset, `load_course_features(order=...)`): trained, resumed or reused from its folder."""
+    check_split(feats["train"], order)
     data = features_for(cfg, feats)
     with distributed.process(cfg.device) as process:
-        return train(cfg, data["train"], data["val"], run_dir(cfg), scoring=FAST, process=process)
+        return train(cfg, data["train"], data["val"], run_dir(cfg, order), scoring=FAST, process=process)
 
 
 def course_run(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0) -> TrainResult:
@@ -66,12 +68,14 @@ def ranking_is_fresh(folder: Path) -> bool:
     return cache.is_file() and cache.stat().st_mtime >= (Path(folder) / "best.pt").stat().st_mtime
 
 
-def rank_run(cfg: TrainConfig, feats: dict[str, FeatureSet], device: str = "cpu") -> dict:
-    """Ranks of the run's best checkpoint on the 1K test set (cached beside the checkpoint) and the scoring time.
+def rank_run(cfg: TrainConfig, feats: dict[str, FeatureSet], device: str = "cpu", order: int = 0) -> dict:
+    """Ranks of the run's best checkpoint on the 1K test set (cached beside the checkpoint) and the scoring time;
+    `order` > 0: the run and test set of another split of the subset.
 
     -> {'img_rank': (N_img,) ndarray, 'cap_rank': (N_cap,) ndarray, 'seconds': float}
     """
-    folder, test = run_dir(cfg), features_for(cfg, feats)["test"]
+    check_split(feats["test"], order)
+    folder, test = run_dir(cfg, order), features_for(cfg, feats)["test"]
     cache = folder / "test_ranks.npz"
     if ranking_is_fresh(folder):
         z = np.load(cache)
@@ -86,9 +90,10 @@ def rank_run(cfg: TrainConfig, feats: dict[str, FeatureSet], device: str = "cpu"
     return {"img_rank": img_rank, "cap_rank": cap_rank, "seconds": seconds}
 
 
-def needs_work(cfg: TrainConfig, rank: bool = False) -> bool:
-    """Is the run unfinished (or, with `rank`, its test ranking missing or older than its best.pt)?"""
-    folder = run_dir(cfg)
+def needs_work(cfg: TrainConfig, rank: bool = False, order: int = 0) -> bool:
+    """Is the run unfinished (or, with `rank`, its test ranking missing or older than its best.pt)? `order` > 0:
+    its run on another split of the subset."""
+    folder = run_dir(cfg, order)
     if not (folder / "last.pt").is_file() or not (folder / "best.pt").is_file():
         return True
     last = load_checkpoint(folder / "last.pt")
