@@ -44,7 +44,8 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.splits         06's split sensitivity: the primary comparison and first secondary on other splits
 
 The tools, `tools/`, and the command line:
-    tools.bench     timings: extraction, scoring, runs side by side (`python -m helpers bench`)
+    tools.bench     timings: extraction, scoring, runs side by side, the course phase by phase (`python -m helpers bench`)
+    tools.scale_plan  the course scaled to the full COCO split, from `bench course`'s table (docs/scale-plan.md)
     tools.editions  the student edition (`make student`)
     tools.run_notebooks  runs the notebooks with per-cell progress; a failure leaves its notebook (`make course`)
     tools.clean     committed notebooks without execution timestamps and widget state (`make refresh`)

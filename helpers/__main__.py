@@ -5,7 +5,7 @@
     reproduce   the whole pipeline without notebooks: every model and seed, the results tables;
                 with --ablations, notebook 08's runs instead (`make ablations`)
     splits      06's primary comparison and first secondary on other splits of the subset (`make splits`)
-    bench       timings: extract, score, runs (`helpers.tools.bench`)
+    bench       timings: extract, score, runs, course (`helpers.tools.bench`; course --plan: docs/scale-plan.md)
     student     write the student edition (`make student`)
     clean       strip execution timestamps and widget state from notebooks (`make refresh` runs it)
     summary     the headline results so far (what `make course` prints at the end)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("paths", nargs="*", type=Path, help="notebooks or folders (default: the course's notebooks/)")
     su = sub.add_parser("summary", help="headline results so far")
     su.add_argument("--executed", type=Path, help="folder of executed notebooks to list")
-    sub.add_parser("bench", help="timings: extract, score, runs (python -m helpers bench --help)")
+    sub.add_parser("bench", help="timings: extract, score, runs, course (python -m helpers bench --help)")
 
     args = parser.parse_args(argv)
     commands = {"train": train_command, "search": search_command, "reproduce": reproduce_command,

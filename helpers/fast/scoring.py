@@ -250,6 +250,29 @@ def score_all(model, features, device="cpu", image_rows: torch.Tensor | None = N
     return out
 
 
+def scoring_flops_for(cfg, n_tok: int, n_cap: int, n_img: int, r: int) -> float:
+    """Floating-point operations of the big products of scoring n_img images of r regions against n_cap
+    captions of n_tok real words in all, for a model of configuration `cfg` (a `models.ModelConfig`).
+
+    Every attention model: the word-region logits, 2·N_tok·N_img·R·D. Per-word text -> image heads
+    (decoupled, blog) add the word-region similarities (2·N_tok·N_img·R·D) and αᵀGα
+    (2·N_tok·N_img·R²); the pooled one adds the attended regions per caption (2·N_cap·N_img·R·D).
+    Both ways (joint) adds the attended regions per caption (2·N_cap·N_img·R·D; per word with the
+    per-word head, 2·N_tok·N_img·R·D) and the attended words per image (2·N_tok·N_img·D).
+    """
+    d = cfg.dim
+    logits = 2.0 * n_tok * n_img * r * d
+    flow, head = cfg.flow, cfg.head
+    if flow == "none":
+        return 2.0 * n_tok * d + 2.0 * n_cap * n_img * d
+    if flow == "both":
+        attended = (n_tok if head == "words" else n_cap) * 2.0 * n_img * r * d
+        return logits + attended + 2.0 * n_tok * n_img * d
+    if head == "pooled":
+        return logits + 2.0 * n_cap * n_img * r * d
+    return 2 * logits + 2.0 * n_tok * n_img * r * r
+
+
 # ------------------------------------------------------------------------- training batches
 # The same scores as `FactorialModel.score` / `BlogModel.score` for a (B, B) training batch, with
 # gradients, but without the (captions, words, images, D) tensor of attended vectors: with a_t = Σ_r α_r v_r,

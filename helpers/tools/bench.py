@@ -15,19 +15,28 @@ with all threads and side by side with one thread each (`helpers.fast.parallel`)
 same inputs: the readable chunked code (`model.score` per chunk of captions), the tiled code of
 `helpers.fast.scoring`, and the floor: the flops of the model's big products divided by the peak
 matrix-multiply rate measured in the same run.
+
+`python -m helpers bench course [--budget cpu|gpu] [--repeats 1] [--plan docs/scale-plan.md]` times every
+phase of the course on the same inputs, each beside its floor (`bench_course`): extraction, a training step
+of every model (forward, then forward + backward + AdamW), validation and test scoring; the table goes to
+results/bench-course-<budget>-<device>.csv, and `--plan` writes the scale plan from it (`helpers.tools.scale_plan`).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .. import models
 from ..config import get_device
@@ -37,7 +46,12 @@ from ..fast import parallel
 from ..fast import scoring as fast_scoring
 from ..pipeline import runs
 from ..pipeline.feature_cache import load_course_features
-from ..pipeline.recipes import train_config
+from ..pipeline.recipes import BUDGETS, MODEL_NAMES, train_config
+from . import scale_plan
+from ..atomic import write_csv, write_json, write_text
+from ..config import PATHS
+from ..train import ContrastiveStep, Process, epoch_order, global_batches, local_batch, make_model, make_optimizer
+from ..train import train_epoch, validate
 from ..fast.extraction import (default_image_batch, default_num_workers, extract_image_features, extract_text_features,
                          use_graph)
 
@@ -201,35 +215,26 @@ def sweep_extract(n_images: int = 128, n_captions: int = 1024, subset=None, devi
 
 # ------------------------------------------------------------------------------------ scoring
 
-def peak_matmul_rate(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` (n, n) @ (n, n) float32 products: a cache-friendly GEMM, the CPU's
-    practical ceiling for the big products of scoring."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def timed_on(device: torch.device | str, fn) -> float:
+    """`timed`, waiting for a GPU's queued work before and after (on CPU the same as `timed`)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    return timed(lambda: (fn(), sync()))
+
+
+def peak_matmul_rate(n: int = 2048, repeats: int = 5, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of the best of `repeats` (n, n) @ (n, n) products (float32 on the CPU by default): a
+    cache-friendly GEMM, the device's practical ceiling for the big products of scoring."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b                                                       # warm-up (threads, packing buffers)
-    return 2 * n ** 3 / min(timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / min(timed_on(device, lambda: a @ b) for _ in range(repeats))
 
 
 def scoring_flops(model, fs) -> float:
-    """Floating-point operations of a model's big products when scoring all of `fs` (real words only).
-
-    Every attention model: the word-region logits, 2·N_tok·N_img·R·D. Per-word text -> image heads
-    (decoupled, blog) add the word-region similarities (2·N_tok·N_img·R·D) and αᵀGα
-    (2·N_tok·N_img·R²); the pooled one adds the attended regions per caption (2·N_cap·N_img·R·D).
-    Both ways (joint) adds the attended regions per caption (2·N_cap·N_img·R·D; per word with the
-    per-word head, 2·N_tok·N_img·R·D) and the attended words per image (2·N_tok·N_img·D).
-    """
-    n_tok, n_cap, n_img, r = len(fs.tokens), fs.n_captions, fs.n_images, fs.regions.shape[1]
-    d = model.cfg.dim
-    logits = 2.0 * n_tok * n_img * r * d
-    flow, head = model.cfg.flow, model.cfg.head
-    if flow == "none":
-        return 2.0 * n_tok * d + 2.0 * n_cap * n_img * d
-    if flow == "both":
-        attended = (n_tok if head == "words" else n_cap) * 2.0 * n_img * r * d
-        return logits + attended + 2.0 * n_tok * n_img * d
-    if head == "pooled":
-        return logits + 2.0 * n_cap * n_img * r * d
-    return 2 * logits + 2.0 * n_tok * n_img * r * r
+    """Floating-point operations of a model's big products when scoring all of `fs` (real words only):
+    `fast.scoring.scoring_flops_for` of the model's configuration and the sizes of `fs`."""
+    return fast_scoring.scoring_flops_for(model.cfg, len(fs.tokens), fs.n_captions, fs.n_images, fs.regions.shape[1])
 
 
 def bench_score(model_names=("decoupled", "joint", "joint_words"), fs=None, repeats: int = 1,
@@ -287,6 +292,224 @@ def bench_runs(model_names=("decoupled", "joint"), seeds=(0, 1), epochs: int = 3
          "seconds": round(par, 1), "speed-up": round(seq / par, 2)}])
 
 
+# ------------------------------------------------------------------------------------ the course, phase by phase
+
+def count_flops(fn) -> float:
+    """Floating-point operations of the matrix products and convolutions `fn()` runs, as torch counts them
+    (`torch.utils.flop_counter`): 2·m·n·k per (m, k) @ (k, n) product (mm, addmm, bmm, matmul, einsum and
+    linear layers all reach one), 2·(output elements)·(kernel elements per output) per convolution, and the
+    products of a backward pass when `fn` runs one. Softmax, norms, LayerNorm and other elementwise work are
+    not counted, so flops / peak rate is a floor: no kernel can beat it."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward pass while `fn()` runs forward: the
+    activation memory of a training step (parameters the products save are included; they are small here)."""
+    seen = {}
+
+    def keep(t):
+        seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def phase_dtype(phase: str, device: torch.device) -> torch.dtype:
+    """The precision a phase's big products run in: on CUDA, extraction in float16 and training in bfloat16
+    (autocast), scoring in float32; on the CPU everything in float32 (autocast is off there by default)."""
+    if device.type != "cuda":
+        return torch.float32
+    return {"extract": torch.float16, "train": torch.bfloat16}.get(phase.split()[0], torch.float32)
+
+
+def first_batch(cfg, fs):
+    """The first global batch of epoch 1 of `cfg` on `fs` -> (B,) image rows, (B,) caption rows."""
+    return next(global_batches(*epoch_order(fs.caption_image, fs.n_images, cfg.seed, 1), cfg.batch_size))
+
+
+def bench_course(budget: str = "cpu", n_images: int = 16, n_captions: int = 256, val_images: int = 50,
+                 test_images: int = 100, repeats: int = 1, model_names=MODEL_NAMES, feats=None, subset=None,
+                 image_encoder="auto", text_encoder="auto", device: str = "cpu",
+                 verbose: bool = True) -> pd.DataFrame:
+    """Every phase of the course, timed on the same inputs in one run, each beside its floor -> one row per
+    (phase, model): seconds (the best of `repeats`), the big products' flops (`count_flops`, or
+    `scoring_flops` for scoring), floor_s = flops / the peak matrix-product rate of the phase's precision
+    measured in this run (the best of a measurement before and one after), and vs_floor = seconds / floor_s,
+    which a busy machine moves less than the seconds (both sides slow down alike for the GEMM-bound phases).
+
+    Phases: "decode images" (open + the transform, no products), "extract images" and "extract captions"
+    (the course's pipeline, `course_images` / `course_captions`, on the first `n_images` images and
+    `n_captions` captions); per model of `model_names`, with the budget's batch size and the course's fast
+    scores (`helpers.fast.scoring.FAST`), "train forward" (`ContrastiveStep`: encode, the (B, B) scores, the
+    loss) and "train step" (`train.train_epoch` over exactly one batch: forward, backward, clipping, AdamW),
+    then "validate" (`train.validate` on the first `val_images` validation images and their captions) and
+    "score test" (`FAST.all` on the first `test_images` test images and their captions; 1000: the 1K test).
+    What the products are, per model (B images of R regions and C channels, B captions padded to T,
+    joint width D; FAST's training scores): every model projects regions and words (2·B·R·C·D + 2·B·T·Dt·D);
+    `dual`, `dual_words` add the value projection and one (B, B) product; the text -> image models
+    (`decoupled`, `decoupled_pooled`, `blog`) add queries, keys and values and the word-region logits
+    2·B·R·D·(B·T), and per-word heads the word-region similarities (the same again) and αᵀGα
+    (2·B·R²·(B·T)); the both-ways models (`joint`, `joint_words`) add the words' values and the β side.
+    The counter sees them as torch runs them, so the count is exact for the code that runs.
+    Scoring's flops are `scoring_flops` (the tiled code's products, real words only).
+    Untrained models (the course's initialisation, seed 0): timing does not depend on the weights.
+    """
+    dev = get_device(device)
+    if feats is None:
+        feats = load_course_features(progress=False)
+    if subset is None and n_images:
+        subset = load_subset()
+    dtypes = {phase_dtype(p, dev) for p in ("extract", "train", "score")}
+    peaks = {dt: peak_matmul_rate(device=dev, dtype=dt) for dt in dtypes}
+    if verbose:
+        print("peak matrix-product rate: " + ", ".join(f"{str(dt).split('.')[1]} {r / 1e9:,.0f} GFLOP/s"
+                                                     for dt, r in peaks.items()), flush=True)
+    rows = []
+
+    def row(phase, model, batch, inputs, seconds, flops, **extra):
+        rate = peaks[phase_dtype(phase, dev)]
+        rows.append({"phase": phase, "model": model, "batch": batch, "inputs": inputs, "seconds": seconds,
+                     "gflops": None if flops is None else flops / 1e9,
+                     "floor_s": None if flops is None else flops / rate,
+                     "vs_floor": None if flops is None else seconds / (flops / rate), **extra})
+        if verbose:
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+
+    def best(fn):
+        return min(timed_on(dev, fn) for _ in range(repeats))
+
+    if n_images:
+        ienc = load_image_encoder(image_encoder)[0] if isinstance(image_encoder, str) else image_encoder
+        tenc = load_text_encoder(text_encoder)[0] if isinstance(text_encoder, str) else text_encoder
+        ids, captions = subset.image_ids[:n_images], subset.captions.caption.tolist()[:n_captions]
+        s = ExtractSettings()
+        transform = blog_transform()
+        row("decode images", "", 1, len(ids), best(lambda: [transform(subset.load_image(i)) for i in ids]), None)
+        _warm_up_models(ienc, tenc)
+        course_images(subset, ids, ienc, s, dev)                           # one-off: the graph is traced
+        flops = count_flops(lambda: course_images(subset, ids, ienc, replace(s, graph=False), dev))
+        row("extract images", ienc.name, s.image_batch or default_image_batch(dev), len(ids),
+            best(lambda: course_images(subset, ids, ienc, s, dev)), flops)
+        flops = count_flops(lambda: course_captions(captions, tenc, s, dev))
+        row("extract captions", tenc.name, s.text_batch, len(captions),
+            best(lambda: course_captions(captions, tenc, s, dev)), flops)
+    train_fs, val_fs, test_fs = feats["train"], feats["val"], feats["test"]
+    val_fs = val_fs.select_images(torch.arange(min(val_images, val_fs.n_images)))
+    test_fs = test_fs.select_images(torch.arange(min(test_images, test_fs.n_images)))
+    for name in model_names:
+        cfg = train_config(name, budget, 0, device=str(dev), progress=False)
+        model = make_model(cfg, train_fs).to(dev).train()
+        process = Process(dev)
+        step_fn = ContrastiveStep(model, cfg.loss, fast_scoring.FAST, process)
+        images, captions = first_batch(cfg, train_fs)
+        batch = [t.to(dev) for t in local_batch(train_fs, images, captions, 0, 1)]
+        one = train_fs.select_images(images.sort().values)               # exactly one batch per epoch
+        optimizer, scheduler = make_optimizer(cfg, model, 1000)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp and dev.type == "cuda" else nullcontext()
+
+        def forward():
+            with amp:
+                step_fn(*batch)
+
+        def step():
+            train_epoch(step_fn, model, optimizer, scheduler, cfg, one, 1, 0, process, _NO_BAR)
+
+        activations = saved_bytes(forward)                               # also the warm-up
+        row("train forward", name, cfg.batch_size, cfg.batch_size, best(forward), count_flops(forward),
+            activation_mb=activations / 2 ** 20)
+        row("train step", name, cfg.batch_size, cfg.batch_size, best(step), count_flops(step))
+        model.eval()
+        row("validate", name, val_fs.n_images, val_fs.n_captions,
+            best(lambda: validate(model, val_fs, dev, fast_scoring.FAST)), scoring_flops(model, val_fs))
+        model.eval()
+        row("score test", name, test_fs.n_images, test_fs.n_captions,
+            best(lambda: fast_scoring.FAST.all(model, test_fs, device=dev)), scoring_flops(model, test_fs))
+    after = {dt: peak_matmul_rate(device=dev, dtype=dt) for dt in dtypes}
+    table = pd.DataFrame(rows)
+    for dt in dtypes:                                    # the better of the two peaks: the floor is a floor
+        if after[dt] > peaks[dt]:
+            mine = table.phase.map(lambda p: phase_dtype(p, dev) == dt) & table.gflops.notna()
+            table.loc[mine, "floor_s"] *= peaks[dt] / after[dt]
+            table.loc[mine, "vs_floor"] = table.seconds[mine] / table.floor_s[mine]
+            peaks[dt] = after[dt]
+    table.attrs["peaks"] = {str(dt).split(".")[1]: r for dt, r in peaks.items()}
+    return table
+
+
+class _NoBar:
+    """What `train_epoch` updates when there is no progress bar to show."""
+
+    disable = True
+
+    def update(self, n):
+        pass
+
+
+_NO_BAR = _NoBar()
+
+
+def course_stats(feats) -> dict:
+    """The sizes of the course's features the scale plan needs: regions per image, channels, text width,
+    captions per image and real tokens per caption (both measured over all splits)."""
+    fs = feats["all"] if "all" in feats else feats["train"]
+    return {"regions": int(fs.regions.shape[1]), "image_dim": int(fs.regions.shape[-1]),
+            "text_dim": int(fs.tokens.shape[-1]), "captions_per_image": fs.n_captions / fs.n_images,
+            "tokens_per_caption": len(fs.tokens) / fs.n_captions, "images": fs.n_images, "captions": fs.n_captions}
+
+
+def machine() -> dict:
+    """This machine, as the bench's table records it: CPU model (lscpu), cores, torch, threads, GPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), cpu)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def course_table_path(budget: str, device: str) -> Path:
+    """Where `bench course` keeps its table: results/bench-course-<budget>-<device>.csv (and .json beside it)."""
+    return PATHS.results / f"bench-course-{budget}-{device}.csv"
+
+
+def write_course_table(table: pd.DataFrame, stats: dict, budget: str, device: str,
+                       path: Path | None = None, repeats: int = 1) -> Path:
+    """The table as CSV, and beside it (same name, .json) the machine, peaks, budget, repeats and feature sizes."""
+    path = Path(path or course_table_path(budget, device))
+    write_csv(table, path, index=False)
+    write_json(path.with_suffix(".json"), {"machine": machine(), "peaks": table.attrs.get("peaks", {}),
+                                           "budget": budget, "device": device, "repeats": repeats, "stats": stats,
+                                           "date": time.strftime("%Y-%m-%d")}, indent=1)
+    return path
+
+
+def course_command(args) -> int:
+    """`bench course`: measure (or read `--from`), print and save the table; with `--plan`, write the plan."""
+    if args.source is not None:
+        if args.plan is None:
+            raise SystemExit("--from only writes a plan: give --plan PATH too")
+        table, meta = scale_plan.read_table(args.source)
+    else:
+        feats = load_course_features(progress=False)
+        table = bench_course(args.budget, args.images, args.captions, args.val_images, args.test_images,
+                             args.repeats, tuple(args.models), feats=feats, device=args.device, verbose=False)
+        path = write_course_table(table, course_stats(feats), args.budget, args.device, args.out, args.repeats)
+        table, meta = scale_plan.read_table(path)
+        print(table.round(4).to_string(index=False))
+        print(f"peak float32 matrix-product rate {meta['peaks']['float32'] / 1e9:,.1f} GFLOP/s; table: {path}")
+    if args.plan is not None:
+        write_text(args.plan, scale_plan.plan_markdown(table, meta))
+        print(f"scale plan: {args.plan}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -311,6 +534,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=["decoupled", "joint"])
     r.add_argument("--seeds", type=int, default=2, help="seeds per model")
     r.add_argument("--epochs", type=int, default=3)
+    c = sub.add_parser("course", help="every phase of the course (extraction, training, validation, test "
+                                      "scoring) per model, beside its floor; --plan writes the scale plan")
+    c.add_argument("--budget", choices=sorted(BUDGETS), default="cpu", help="the training batch size's budget "
+                   "(the scale plan needs gpu)")
+    c.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    c.add_argument("--repeats", type=int, default=1, help="timed repeats per row (the fastest counts)")
+    c.add_argument("--images", type=int, default=16, help="images to extract (0: skip extraction)")
+    c.add_argument("--captions", type=int, default=256, help="captions to extract")
+    c.add_argument("--val-images", type=int, default=50, help="validation images (with their captions) to score")
+    c.add_argument("--test-images", type=int, default=100, help="test images to score (1000: the 1K test)")
+    c.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    c.add_argument("--out", type=Path, help="the table's CSV (default results/bench-course-<budget>-<device>.csv)")
+    c.add_argument("--plan", type=Path, help="also write the scale plan (markdown) from the table, e.g. "
+                   "docs/scale-plan.md")
+    c.add_argument("--from", dest="source", type=Path, help="write --plan from this saved table; measure nothing")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 90)
@@ -318,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "runs":
         print(bench_runs(tuple(args.models), tuple(range(args.seeds)), args.epochs).to_string(index=False))
         return 0
+    if args.command == "course":
+        return course_command(args)
     if args.command == "score":
         print(bench_score(tuple(args.models), repeats=args.repeats).to_string(index=False))
         return 0
