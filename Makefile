@@ -22,7 +22,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=$(CELL_TIMEOUT)
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search ablations splits student clean site site-test scale-standin
+.PHONY: venv data course test unit notebooks refresh search ablations ablations-tuned splits student clean site site-test scale-standin
 
 venv: $(STAMP)
 
@@ -99,6 +99,12 @@ search: data
 # committed notebooks/ablations-*-cpu.* that 08 reads.
 ablations: data
 	@$(PY) -m helpers reproduce --ablations --budget cpu
+
+# The same with the readers' proposals at their best: every added weight, SimCLR's pre-training epochs and the
+# changed losses' learning rate grown until the choice is interior (the same design for each), then 3 seeds each;
+# every tuning trial is written to the committed notebooks/ablations-tuning-cpu.csv as it finishes, so it resumes.
+ablations-tuned: data
+	@$(PY) -m helpers reproduce --ablations --tuned --budget cpu
 
 # Full COCO's whole path on a stand-in (helpers.tools.scale): a tiny Karpathy-format COCO built from the subset,
 # served on 127.0.0.1, prepared and verified, its features extracted in shards by 2 torchrun processes (gloo, CPU),

@@ -80,9 +80,9 @@ def reproduce_command(args) -> int:
     """Prepare the data, extract the features, train every model (with `--seeds` seeds each, or the course's
     5 for the headline models and 3 for the others), evaluate, write results/."""
     if args.ablations:
-        from .pipeline.ablations import reproduce_ablations
+        from .pipeline.ablations import reproduce_ablations, reproduce_tuned_ablations
 
-        print(reproduce_ablations(args.budget).read_text())
+        print((reproduce_tuned_ablations if args.tuned else reproduce_ablations)(args.budget).read_text())
         return 0
     from . import data
     from .pipeline import evaluation, feature_cache, runs
@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="subset of the models (default: the factorial and blog)")
     r.add_argument("--ablations", action="store_true",
                    help="08's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
+    r.add_argument("--tuned", action="store_true",
+                   help="with --ablations: every added weight, SimCLR's epochs and the changed losses' learning rate "
+                        "tuned until interior first (notebooks/ablations-tuning-<budget>.csv, resumable)")
 
     sp = sub.add_parser("splits", help="06's primary comparison and first secondary on other splits of the subset")
     sp.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
