@@ -58,10 +58,12 @@ def write_csv(table, path: str | Path, **to_csv) -> Path:
     return Path(path)
 
 
-def md5sum(path: str | Path) -> str:
-    """Hex md5 of a file, read in 1 MiB chunks."""
-    h = hashlib.md5()
+def file_digest(path: str | Path, name: str = "md5") -> str:
+    """Hex digest (hashlib's `name`: md5, sha256, ...) of a file's bytes, read in chunks by `hashlib.file_digest`."""
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, name).hexdigest()
+
+
+def md5sum(path: str | Path) -> str:
+    """Hex md5 of a file."""
+    return file_digest(path, "md5")

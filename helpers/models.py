@@ -180,8 +180,12 @@ class FactorialModel(WordRegionModel):
         self.text_value = nn.Linear(cfg.dim, cfg.dim) if cfg.flow == "both" else None
 
     def encode_texts(self, tokens, mask, pooled):
-        """`WordRegionModel.encode_texts` of the captions as the model reads them (`read_length`)."""
-        return super().encode_texts(*self.read_length(tokens, mask), pooled)
+        """`WordRegionModel.encode_texts` of the captions as the model reads them (`read_length`). A model that
+        counts padding (its "mask" all ones) also keeps its real words as "real" (B, T): every pad is the zero
+        token, so the same word, and `fast.scoring.batch_scores` scores it once per caption, not once per pad."""
+        tokens, mask = self.read_length(tokens, mask)
+        txt = super().encode_texts(tokens, mask, pooled)
+        return txt if self.cfg.mask_padding else {**txt, "real": mask}
 
     def word_vectors(self, words, mask, regions) -> tuple[torch.Tensor, torch.Tensor]:
         """(Nt, T, D) words, (Nt, T) mask, (Ni, R, D) regions -> text_t, image_t, broadcastable to (Nt, T, Ni, D)."""
@@ -252,8 +256,10 @@ class BlogModel(WordRegionModel):
         self.attn = DecoupledAttention.blog_faithful(cfg.dim)
 
     def encode_texts(self, tokens, mask, pooled):
-        """`WordRegionModel.encode_texts` of the captions as the model reads them (`read_length`)."""
-        return super().encode_texts(*self.read_length(tokens, mask), pooled)
+        """As `FactorialModel.encode_texts`: the captions as the model reads them, and its real words as "real"."""
+        tokens, mask = self.read_length(tokens, mask)
+        txt = super().encode_texts(tokens, mask, pooled)
+        return txt if self.cfg.mask_padding else {**txt, "real": mask}
 
     def score(self, img, txt):
         return blog_scores(self.attn, txt["words"], img["regions"]).t()

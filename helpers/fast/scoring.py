@@ -291,6 +291,22 @@ def _attention_and_sims(attn, words, regions, values):
     return alpha, sim, a_sq
 
 
+def _counting_padding_scores(attn, words, real, regions, values) -> torch.Tensor:
+    """(Nt, T, D) words with (Nt, T) `real` ones first, then pads -> (Ni, Nt) mean over all T positions of
+    cos(w_t, a_t), as `batch_scores` for a model that counts padding. Every pad is the zero token, so one word p:
+    its cosine is computed once per image and counts (T - T_c) times in caption c's sum over its real words."""
+    (nt, t, _), ni = words.shape, len(regions)
+    lengths = real.sum(1)                                                       # (Nt,)
+    packed = torch.cat([words[real], words[~real][:1]])                         # (W + 1 or W, D): real words, one pad
+    alpha, sim, a_sq = _attention_and_sims(attn, packed[None], regions, values)
+    cos = (alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * packed.norm(dim=-1)[None]).clamp_min(1e-8)
+    owner = torch.arange(nt, device=words.device).repeat_interleave(lengths)   # caption of each real word
+    sums = cos.new_zeros(ni, nt).index_add(1, owner, cos[:, :len(owner)])      # (Ni, Nt) sums over real words
+    if len(packed) > len(owner):                                                # some caption has pads
+        sums = sums + cos[:, -1:] * (t - lengths)[None]
+    return sums / t
+
+
 def batch_scores(model, img: dict, txt: dict) -> torch.Tensor:
     """(Ni, Nt) differentiable scores of a training batch: `model.score` up to float rounding, dispatched on
     the model's configuration (flow, head, value, mask_padding). `txt` is `model.encode_texts`'s, so a model
@@ -321,6 +337,8 @@ def batch_scores(model, img: dict, txt: dict) -> torch.Tensor:
         beta_bar = affinity.view(ni, -1, nt, t).masked_fill(~mask, float("-inf")).softmax(-1).mean(1)
         image = regions.mean(1)[:, None] + torch.einsum("mnt,ntd->mnd", beta_bar, model.text_value(words))
         return F.cosine_similarity(image, (w_bar[None] + a_bar).transpose(1, 2), dim=-1)
+    if not cfg.mask_padding and cfg.flow == "text_to_image" and "real" in txt and txt["real"].shape == mask.shape:
+        return _counting_padding_scores(model.attn, words, txt["real"], regions, values)
     alpha, sim, a_sq = _attention_and_sims(model.attn, words, regions, values)
     if cfg.flow == "text_to_image":
         cos = ((alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)).view(ni, nt, t)

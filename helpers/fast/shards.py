@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import file_digest
 from ..features import FeatureSet
 
 INDEX_FORMAT = 1
@@ -47,12 +48,8 @@ def index_path(folder: str | Path, split: str) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file's bytes."""
+    return file_digest(path, "sha256")
 
 
 def mapped_tensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ import pandas as pd
 from .. import models
 from ..atomic import write_csv
 from ..checks import TOLERANCES
+from ..fast import parallel
 from ..train import TrainConfig, TrainResult
 from .recipes import GRID, LADDERS, START_GRID, chosen, grid_table, run_dir, search_table, train_config, trials
 from .runs import run_all, train_run
@@ -182,8 +183,9 @@ def bracketed(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
 def bracketing_search(feats, model_names, budget: str = "cpu", log=print) -> tuple[pd.DataFrame, dict]:
     """Grow the shared grid until every model's choice is interior -> (every trial's row, the final grid).
 
-    Trials already in the committed table with the same configuration are reused; the others train (side by
-    side on a CPU, `runs.run_all`), a model at a time, and the table is written after each model."""
+    Trials already in the committed table with the same configuration are reused; the others train a model at a
+    time, side by side on a CPU (`runs.run_all`), and the table is written after every set that trains together,
+    so a stopped search loses at most the runs in training."""
     path = grid_table(budget)
     table, grid = read_grid(path), {a: tuple(START_GRID[a]) for a in AXES}
     for round_ in itertools.count(1):
@@ -194,11 +196,14 @@ def bracketing_search(feats, model_names, budget: str = "cpu", log=print) -> tup
             if not todo:
                 continue
             log(f"round {round_}: {model}, {len(todo)} trials to train")
-            run_all(todo, feats, rank=False)
-            new = pd.DataFrame([trial_row(cfg, train_run(cfg, feats)) for cfg in todo])
-            keep = table[~table.recipe.isin(new.recipe)] if len(table) else table.iloc[0:0]
-            table = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-            write_csv(table, path, index=False)
+            step = parallel.workers(len(todo), todo[0].device)   # the table is written after every `step` runs
+            for start in range(0, len(todo), step):
+                together = todo[start:start + step]
+                run_all(together, feats, rank=False)
+                new = pd.DataFrame([trial_row(cfg, train_run(cfg, feats)) for cfg in together])
+                keep = table[~table.recipe.isin(new.recipe)] if len(table) else table.iloc[0:0]
+                table = pd.concat([keep, new], ignore_index=True) if len(keep) else new
+                write_csv(table, path, index=False)
         wider = extend(grid, chosen(rows_of(table, model_names, grid, budget)))
         if wider == grid:
             return rows_of(table, model_names, grid, budget), grid
