@@ -4,7 +4,7 @@
     search      the learning-rate x temperature search for every model (`make search`)
     reproduce   the whole pipeline without notebooks: every model and seed, the results tables;
                 with --ablations, notebook 08's runs instead (`make ablations`)
-    splits      06's primary comparison and first secondary on other splits of the subset (`make splits`)
+    splits      06's primary comparison and first secondary on the course's split and two others (`make splits`)
     bench       timings: extract, score, runs, course (`helpers.tools.bench`; course --plan: docs/scale-plan.md)
     student     write the student edition (`make student`)
     clean       strip execution timestamps and widget state from notebooks (`make refresh` runs it)
@@ -195,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --ablations: every added weight, SimCLR's epochs and the changed losses' learning rate "
                         "tuned until interior first (notebooks/ablations-tuning-<budget>.csv, resumable)")
 
-    sp = sub.add_parser("splits", help="06's primary comparison and first secondary on other splits of the subset")
+    sp = sub.add_parser("splits", help="06's primary comparison and first secondary, 5 seeds each, on the course's "
+                                       "split and two other splits of the subset")
     sp.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
-    sp.add_argument("--orders", type=int, nargs="+", default=[1, 2], help="the other splits (>= 1; 0 is the course's)")
+    sp.add_argument("--orders", type=int, nargs="+", default=[0, 1, 2], help="0: the course's split (06's runs); 1, 2, ...: other orders of the same rule")
     sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
 
     st = sub.add_parser("student", help="write the student edition: exercise solutions replaced by stubs (nbgrader's markers)")

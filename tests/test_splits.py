@@ -185,9 +185,24 @@ def test_make_splits_resumes_keeps_finished_rows_when_killed_and_retrains_a_chan
     assert len(splits.split_table("tiny", n_boot=50)) == 4
 
 
-def test_split_orders_below_1_are_refused(tiny):
-    with pytest.raises(ValueError, match="whole numbers >= 1"):
-        splits.reproduce_splits("tiny", orders=(0, 1))
+def test_negative_or_non_integer_split_orders_are_refused(tiny):
+    for bad in ((-1, 1), (1.0,), (True,)):
+        with pytest.raises(ValueError, match="whole numbers >= 0"):
+            splits.reproduce_splits("tiny", orders=bad)
+
+
+def test_order_0_is_the_course_split_its_runs_in_runs_and_its_rows_first_in_the_table(tiny, tmp_path):
+    splits.reproduce_splits("tiny", orders=(0, 1), seeds=(0,), progress=False)
+    assert tiny.trained == [(0, m, 0) for m in splits.MODELS] + [(1, m, 0) for m in splits.MODELS]
+    cfg = recipes.train_config("decoupled", "tiny", 0)
+    assert (tmp_path / "runs" / recipes.run_dir(cfg).name / "best.pt").is_file()        # 06's folder, not split0/
+    assert not (tmp_path / "runs" / "split0").exists()
+    t = splits.split_table("tiny", n_boot=50)
+    assert list(zip(t.split, t["test set"]))[:2] == [(0, "the course's")] * 2 and set(t.split) == {0, 1}
+    course = splits.load_committed("tiny").runs(0)                      # given course ranks replace order 0's
+    again = splits.split_table("tiny", course_ranks=course, caption_image=synthetic_split_features()["test"].caption_image,
+                               n_boot=50)
+    assert list(again.split) == list(t.split) and again.difference.tolist() == t.difference.tolist()
 
 
 # ----------------------------------------------------------------------------- the committed files and the table

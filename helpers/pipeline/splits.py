@@ -1,11 +1,14 @@
-"""Split sensitivity: 06's primary comparison and its first secondary, re-run on other splits of the subset.
+"""Split sensitivity: 06's primary comparison and its first secondary, with 5 seeds per model, on the course's
+split of the subset (order 0) and re-run on other splits of it.
 
 Split `order` k > 0 follows the course's rule in another sha1 order (`data.make_split_order`): test holds
 every instance-labelled image and is filled to 1,000 from the others in that order, validation takes the
 next 250, training the rest. Its features are cut from the same cached 'all' (`load_course_features(order=k)`,
 no re-extraction) and carry '|split<k>' in their `source`; its runs live in runs/split<k>/ (`recipes.run_dir`).
-Each of `MODELS` trains with the course's recipe (`recipes.train_config`) and `SEEDS`. That is costly (40
-runs for two splits), so `make splits` (`python -m helpers splits`, `reproduce_splits`) trains them outside
+Order 0 is the course's own split: its runs are 06's (the same folders in runs/), so the committed ranks of its
+seeds are what 06 reads without retraining them all, and CI retrains a sample to check them.
+Each of `MODELS` trains with the course's recipe (`recipes.train_config`) and `SEEDS`. That is costly (60
+runs for three splits), so `make splits` (`python -m helpers splits`, `reproduce_splits`) trains them outside
 the tests and commits two files beside the notebooks: one row per run, and every run's test ranks. Both are
 rewritten after every finished run, so a killed `make splits` loses at most the runs in flight, and a run
 whose row holds the same recipe is not trained again. `split_table` turns them (and the course split's
@@ -35,12 +38,12 @@ from .runs import needs_work, rank_run, train_run
 COMPARISONS = (("decoupled", "joint_words", "primary: flow text->image vs both ways (per-word head)"),
                ("decoupled_pooled", "joint", "first secondary: flow text->image vs both ways (pooled head)"))
 MODELS = tuple(dict.fromkeys(m for a, b, _ in COMPARISONS for m in (a, b)))
-ORDERS = (1, 2)                  # the other splits; 0 is the course's own, whose runs are 06's
+ORDERS = (0, 1, 2)               # 0: the course's own split (its runs are 06's); 1 and 2: two other splits
 SEEDS = (0, 1, 2, 3, 4)
 COLUMNS = ["split", "model", "seed", "lr", "init_temperature", "epochs", "best epoch", "val rsum", "test rsum",
            "recipe"]
 FORMAT = "course-splits-1"       # the ranks file's `format` entry: another file there is not ours
-COST = "40 runs for two splits: about an hour of training on a 2-core CPU"
+COST = "60 runs for three splits: about two hours of training on a 2-core CPU"
 
 
 def committed_files(budget: str = "cpu") -> dict[str, Path]:
@@ -234,10 +237,10 @@ def reproduce_splits(budget: str = "cpu", orders=ORDERS, seeds=SEEDS, models=MOD
                      progress: bool = True) -> Committed:
     """Train and rank `models` x `seeds` (`recipes.train_config`) on each split of `orders`, resuming from the
     committed files: a run whose row holds the same recipe is skipped; each finished one is recorded at once."""
-    bad = [o for o in orders if isinstance(o, bool) or not isinstance(o, int) or o < 1]
+    bad = [o for o in orders if isinstance(o, bool) or not isinstance(o, int) or o < 0]
     if bad:
-        raise ValueError(f"split orders must be whole numbers >= 1 (0 is the course's split: its runs are 06's); "
-                         f"got {bad}")
+        raise ValueError(f"split orders must be whole numbers >= 0 (0 is the course's split, 1 and up other "
+                         f"orders of the same rule); got {bad}")
     committed = load_committed(budget, must_exist=False)
     for order in orders:
         configs = [train_config(m, budget, s) for s in seeds for m in models]     # seed by seed: all models of seed 0 first
@@ -270,10 +273,10 @@ def comparison_rows(order: int, ranks: dict[str, list[dict]], caption_image, n_b
 
 def split_table(budget: str = "cpu", course_ranks: dict[str, list[dict]] | None = None, caption_image=None,
                 n_boot: int = 1000) -> pd.DataFrame:
-    """From the committed files: per split order, the primary and the first secondary difference (rSum points,
-    95% interval); with `course_ranks` ({model: [ranks per seed]}, as 06's `evaluate_all` gives them) and the
-    course test set's `caption_image`, the course split's rows first, computed the same way. Rows recorded
-    with a recipe other than today's `recipes.train_config` are an error (run `make splits`)."""
+    """From the committed files: per split order (the course's, 0, first), the primary and the first secondary
+    difference (rSum points, 95% interval); with `course_ranks` ({model: [ranks per seed]}, as 06's runs give
+    them) and the course test set's `caption_image`, the course split's rows come from those instead. Rows
+    recorded with a recipe other than today's `recipes.train_config` are an error (run `make splits`)."""
     committed = load_committed(budget)
     stale = [f"split {r.split} {r.model} seed {r.seed}" for r in committed.table.itertuples()
              if r.recipe != run_dir(train_config(r.model, budget, int(r.seed))).name]
@@ -286,6 +289,6 @@ def split_table(budget: str = "cpu", course_ranks: dict[str, list[dict]] | None 
         if caption_image is None:
             raise ValueError("course_ranks needs the course test set's caption_image (feats['test'].caption_image)")
         rows += comparison_rows(0, course_ranks, caption_image, n_boot)
-    for order in sorted(o for o in committed.tests if o):
+    for order in sorted(o for o in committed.tests if o or course_ranks is None):
         rows += comparison_rows(order, committed.runs(order), committed.tests[order]["caption_image"], n_boot)
     return pd.DataFrame(rows)
