@@ -311,3 +311,51 @@ def test_the_tuned_design_end_to_end_for_real(where, monkeypatch, one_thread):
     baseline = [runs.rank_run(recipes.train_config("decoupled", "cpu", 0), feats)]
     t = ablations.ablation_table(variants, baseline, feats["test"].caption_image, n_boot=50)
     assert list(t.variant) == list(ablations.VARIANTS)
+
+
+def test_the_tuned_runs_resume_from_the_committed_ranks_on_a_fresh_clone(where, monkeypatch, one_thread):
+    """Killed after some runs, then resumed where runs/ is gone (a fresh clone has only the committed files): only
+    the runs not yet in the ranks file train, the convergence table comes from the curves stored with the ranks,
+    and a run whose recipe changed is trained again."""
+    fs = synthetic_featureset(n_images=48, regions=9, image_dim=48, text_dim=24, max_len=10, seed=6)
+    feats = {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
+             "test": fs.select_images(torch.arange(40, 48))}
+    monkeypatch.setenv("COURSE_WORKERS", "1")
+    monkeypatch.setitem(recipes.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
+                                                     model_overrides={"dim": 16}))
+    monkeypatch.setattr(recipes, "chosen_setting", lambda model, budget: None)
+    monkeypatch.setattr(ablations, "VARIANTS", {k: ablations.VARIANTS[k] for k in ("no_value", "loss_vse")})
+    monkeypatch.setattr(ablations, "SCALE_MODELS", ("decoupled",))
+    monkeypatch.setattr(ablations, "SCALE_FRACTIONS", (0.5, 1.0))
+    tuning = pd.DataFrame([{"variant": "loss_vse", "tuned": "lr", "value": v, "val rsum": r, "best epoch": 1,
+                            "epochs": 2, "change over last 3 epochs": np.nan, "stopped by": "epoch cap",
+                            "run": recipes.run_dir(ablations.trial_config("loss_vse", v)).name}
+                           for v, r in [(3e-4, 1.0), (1e-3, 2.0), (3e-3, 1.5)]])
+    path = where / "ranks.npz"
+    real, trained = ablations.train_run, []
+
+    def counted(cfg, feats, *rest):
+        if len(trained) == 3:
+            raise KeyboardInterrupt                          # killed while the fourth run trains
+        trained.append((cfg.model, cfg.loss, cfg.seed, cfg.train_fraction))
+        return real(cfg, feats, *rest)
+
+    monkeypatch.setattr(ablations, "train_run", counted)
+    with pytest.raises(KeyboardInterrupt):
+        ablations.tuned_all_ranks(feats, tuning, seeds=(0, 1), path=path)
+    assert len(ablations.committed_runs(path)) == 3
+    shutil.rmtree(where / "runs")                           # a fresh clone: the committed ranks file only
+    trained.clear()
+    monkeypatch.setattr(ablations, "train_run", lambda cfg, feats, *rest: trained.append(cfg.seed) or real(cfg, feats, *rest))
+    variants, scale = ablations.tuned_all_ranks(feats, tuning, seeds=(0, 1), path=path)
+    assert len(trained) == 8 - 3                             # 2 variants x 2 seeds + 2 scale points x 2 seeds, less 3
+    assert [len(v) for v in variants.values()] == [2, 2] and [len(v) for v in scale.values()] == [2, 2]
+    shutil.rmtree(where / "runs")
+    table = ablations.convergence_table(tuning, seeds=(0, 1), path=path)
+    assert table.epochs.le(2).all() and len(table) == 3 + 4 + 2 - 1      # loss_vse seed 0 is also a tuning trial
+    with pytest.raises(RuntimeError, match="has not been trained"):
+        ablations.convergence_table(tuning, seeds=(0, 1))        # without the stored curves: a clear error
+    trained.clear()
+    moved = tuning.assign(**{"val rsum": [3.0, 2.0, 1.5]})       # the tuning now chooses lr 3e-4 for loss_vse
+    ablations.tuned_all_ranks(feats, moved, seeds=(0, 1), path=path)
+    assert trained == [0, 1]                                  # only loss_vse's two seeds train again

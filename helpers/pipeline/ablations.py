@@ -305,17 +305,24 @@ def committed_files(budget: str = "cpu") -> dict[str, Path]:
             "ranks": PATHS.notebooks / f"ablations-ranks-{budget}.npz"}
 
 
-def save_ranks(variants: dict, scale: dict, path: Path) -> None:
-    """Every run's test ranks in one .npz: 'variant|name|seed|img' / '|cap', 'scale|model|fraction|seed|...'."""
+def save_ranks(variants: dict, scale: dict, path: Path, runs: dict | None = None) -> None:
+    """Every run's test ranks in one .npz: 'variant|name|seed|img' / '|cap', 'scale|model|fraction|seed|...'.
+    With `runs` ({'variant|name|seed' or 'scale|model|fraction|seed': {'name': run folder name, 'rsum':
+    validation rSum per epoch}}), each run's folder name ('...|run') and validation curve ('...|rsum') too, so
+    a later call tells a committed run from a changed one and has its convergence without its folder."""
     arrays = {}
-    for name, runs in variants.items():
-        for s, r in zip(SEEDS, runs):
+    for name, ranked in variants.items():
+        for s, r in zip(SEEDS, ranked):
             arrays[f"variant|{name}|{s}|img"], arrays[f"variant|{name}|{s}|cap"] = r["img_rank"], r["cap_rank"]
-    for (model, f), runs in scale.items():
-        for s, r in zip(SEEDS, runs):
+    for (model, f), ranked in scale.items():
+        for s, r in zip(SEEDS, ranked):
             arrays[f"scale|{model}|{f:g}|{s}|img"], arrays[f"scale|{model}|{f:g}|{s}|cap"] = r["img_rank"], r["cap_rank"]
+    arrays = {k: np.asarray(v).astype(np.int16) for k, v in arrays.items()}
+    for key, run in (runs or {}).items():
+        if f"{key}|img" in arrays:
+            arrays[f"{key}|run"], arrays[f"{key}|rsum"] = np.array(run["name"]), np.asarray(run["rsum"], dtype=np.float64)
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **{k: v.astype(np.int16) for k, v in arrays.items()})
+        np.savez_compressed(tmp, **arrays)
 
 
 def load_ranks(path: Path) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
@@ -330,6 +337,16 @@ def load_ranks(path: Path) -> tuple[dict[str, list[dict]], dict[tuple[str, float
             scale.setdefault((parts[1], float(parts[2])), {})[int(parts[3])] = run
     return ({k: [v[s] for s in sorted(v)] for k, v in variants.items()},
             {k: [v[s] for s in sorted(v)] for k, v in scale.items()})
+
+
+def committed_runs(path: Path) -> dict[str, dict]:
+    """`save_ranks`'s file -> {'variant|name|seed' or 'scale|model|fraction|seed': {'name', 'rsum'}} of the runs it
+    names ({} without the file, or for a file written without them)."""
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        return {k.removesuffix("|run"): {"name": str(z[k]), "rsum": z[k.removesuffix("run") + "rsum"]}
+                for k in z.files if k.endswith("|run")}
 
 
 def load_committed(budget: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
@@ -567,28 +584,59 @@ def tuned_configs(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS) -> lis
                    for f in SCALE_FRACTIONS if f < 1 for s in seeds]
 
 
-def tuned_all_ranks(feats: dict[str, FeatureSet], tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS
-                    ) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
+def tuned_all_ranks(feats: dict[str, FeatureSet], tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS,
+                    path: Path | None = None) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
     """`all_ranks` under the tuned design: every variant (tuned ones at their choice) and the data-scale curve,
-    trained or reused, ranked on the 1K test set -> ({variant: [ranks per seed]}, {(model, fraction): [...]})."""
-    variants = {}
-    for name in VARIANTS:
-        variants[name] = []
-        for s in seeds:
-            cfg = tuned_config(name, tuning, budget, s)
-            if TUNED.get(name) == "pretrain_epochs":
-                pretrain(cfg, feats, int(tuned_value(tuning, name)))
-            train_run(cfg, feats)
-            variants[name].append(rank_run(cfg, feats))
-    return variants, scale_ranks(feats, budget, seeds)
+    trained or reused, ranked on the 1K test set -> ({variant: [ranks per seed]}, {(model, fraction): [...]}).
+
+    With `path` (the committed ranks file), resumable across machines: a run whose ranks are there under the same
+    run folder name is read, not retrained, and the file is rewritten after every run that had to train."""
+    jobs = [(f"variant|{name}|{s}", name, tuned_config(name, tuning, budget, s)) for name in VARIANTS for s in seeds]
+    jobs += [(f"scale|{m}|{f:g}|{s}", (m, f), scale_config(m, f, budget, s))
+             for m in SCALE_MODELS for f in SCALE_FRACTIONS for s in seeds]
+    committed = committed_runs(path) if path is not None else {}
+    have = {}
+    if committed:
+        variants, scale = load_ranks(path)
+        have.update({f"variant|{k}|{s}": r for k, ranked in variants.items() for s, r in zip(SEEDS, ranked)})
+        have.update({f"scale|{m}|{f:g}|{s}": r for (m, f), ranked in scale.items() for s, r in zip(SEEDS, ranked)})
+    got, runs = {}, {}
+    for key, _, cfg in jobs:
+        if key in have and committed.get(key, {}).get("name") == run_dir(cfg).name:
+            got[key], runs[key] = have[key], committed[key]
+            continue
+        name = key.split("|")[1]
+        if TUNED.get(name) == "pretrain_epochs":
+            pretrain(cfg, feats, int(tuned_value(tuning, name)))
+        result = train_run(cfg, feats)
+        got[key] = rank_run(cfg, feats)
+        runs[key] = {"name": run_dir(cfg).name, "rsum": result.history.rsum.to_numpy(dtype=float)}
+        if path is not None:
+            save_ranks(*_grouped(jobs, got), path, runs)
+    return _grouped(jobs, got)
 
 
-def convergence_table(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS) -> pd.DataFrame:
+def _grouped(jobs, got: dict) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
+    """The runs ranked so far, in `jobs`' order -> ({variant: [ranks per seed]}, {(model, fraction): [...]}),
+    each list the seeds from the first up to the first one missing."""
+    variants, scale, gap = {}, {}, set()
+    for key, group, _ in jobs:
+        out = variants if key.startswith("variant|") else scale
+        if key in got and group not in gap:
+            out.setdefault(group, []).append(got[key])
+        else:
+            gap.add(group)
+    return variants, scale
+
+
+def convergence_table(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS, path: Path | None = None) -> pd.DataFrame:
     """Every run of the tuned design, each once: its kind ("tuning", "seed run", "tuning + seed run" for a seed-0
     run at the chosen value, "scale"), name, seed, what it tunes and the value, its stopping epoch, best epoch,
     validation change over its last three epochs and what stopped it. Tuning trials come from the tuning
-    table; the other runs from their folders' history.csv (RuntimeError if one has not been trained)."""
+    table; the other runs from their folders' history.csv or, for a run with no folder here, from its
+    validation curve in the ranks file `path` (RuntimeError if it is in neither: it has not been trained)."""
     kept = ("epochs", "best epoch", "change over last 3 epochs", "stopped by")
+    curves = {run["name"]: run["rsum"] for run in (committed_runs(path) if path is not None else {}).values()}
     rows = {r["run"]: {"kind": "tuning", "name": r["variant"], "seed": 0, "tuned": r["tuned"], "value": r["value"],
                        **{k: r[k] for k in kept}} for r in tuning.to_dict("records")}
     for kind, name, cfg in tuned_configs(tuning, budget, seeds):
@@ -596,10 +644,14 @@ def convergence_table(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS) ->
         if folder.name in rows:
             rows[folder.name]["kind"] = "tuning + seed run"
             continue
-        if not (folder / "history.csv").is_file():
+        if (folder / "history.csv").is_file():
+            c = convergence(cfg, pd.read_csv(folder / "history.csv"))
+        elif folder.name in curves:
+            rsum = curves[folder.name]
+            c = convergence(cfg, pd.DataFrame({"epoch": np.arange(1, len(rsum) + 1), "rsum": rsum}))
+        else:
             raise RuntimeError(f"{folder} has no history.csv: the {kind} {name}, seed {cfg.seed}, has not been trained; "
                                "train the tuned design first (`reproduce_tuned_ablations`)")
-        c = convergence(cfg, pd.read_csv(folder / "history.csv"))
         tuned = kind == "seed run" and name in TUNED
         rows[folder.name] = {"kind": kind, "name": name, "seed": cfg.seed, "tuned": TUNED[name] if tuned else "",
                              "value": tuned_value(tuning, name) if tuned else np.nan, **{k: c[k] for k in kept}}
@@ -697,9 +749,8 @@ def reproduce_tuned_ablations(budget: str = "cpu") -> Path:
     feats = load_course_features(progress=True)
     files = tuned_files(budget)
     tuning = tune_all(feats, budget)
-    variants, scale = tuned_all_ranks(feats, tuning, budget, SEEDS)
-    save_ranks(variants, scale, files["ranks"])
-    write_csv(convergence_table(tuning, budget), files["convergence"], index=False)
+    variants, scale = tuned_all_ranks(feats, tuning, budget, SEEDS, path=files["ranks"])
+    write_csv(convergence_table(tuning, budget, path=files["ranks"]), files["convergence"], index=False)
     baseline = []
     for s in seeds_for(BASELINE):
         course_run(BASELINE, feats, budget, s)
