@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("splits", help="06's primary comparison and first secondary, 5 seeds each, on the course's "
                                        "split and two other splits of the subset")
     sp.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
-    sp.add_argument("--orders", type=int, nargs="+", default=[0, 1, 2], help="0: the course's split (06's runs); 1, 2, ...: other orders of the same rule")
+    sp.add_argument("--orders", type=int, nargs="+", default=[0, 1, 2],
+                    help="0: the course's split (06's runs); 1, 2, ...: other orders of the same rule")
     sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
 
     st = sub.add_parser("student", help="write the student edition: exercise solutions replaced by stubs (nbgrader's markers)")

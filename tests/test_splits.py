@@ -1,6 +1,7 @@
 """Split sensitivity (helpers.pipeline.splits): other splits of the subset by the same rule, their features cut from
 the same 'all', their runs kept apart, `make splits` resumable from its committed files, and 06's table."""
 import pickle
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -323,3 +324,22 @@ def test_ranks_of_another_test_set_are_not_mixed_in(tiny):
     feats = synthetic_split_features(order=1)
     with pytest.raises(RuntimeError, match="split 1 were made on another test set"):
         splits.record(committed, 1, recipes.train_config("decoupled", "tiny", 4), feats["test"], "tiny")
+
+
+def test_06_reads_the_course_splits_committed_seeds_and_retrains_only_the_sample(tiny, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="make splits"):
+        splits.course_ranks(synthetic_split_features(), "tiny", seeds=(0, 1))
+    splits.reproduce_splits("tiny", orders=(0,), seeds=(0, 1), progress=False)
+    committed = splits.load_committed("tiny")
+    shutil.rmtree(tmp_path / "runs")                               # a fresh clone: only the committed files
+    tiny.trained = []
+    ranks, recheck = splits.course_ranks(synthetic_split_features(), "tiny", retrain=(0,), seeds=(0, 1))
+    assert tiny.trained == [(0, m, 0) for m in splits.MODELS]      # seed 0 retrained here, seed 1 read
+    assert list(ranks) == list(splits.MODELS) and all(len(r) == 2 for r in ranks.values())
+    for m in splits.MODELS:
+        assert np.array_equal(ranks[m][1]["img_rank"], committed.ranks[0, m, 1]["img_rank"])
+    assert list(recheck.model) == list(splits.MODELS) and recheck.difference.abs().max() < 1e-6   # same machine
+    monkeypatch.setattr(recipes, "chosen_setting",           # the search chose another setting for joint
+                        lambda model, budget: {"lr": 2e-3, "init_temperature": 0.1} if model == "joint" else None)
+    with pytest.raises(RuntimeError, match="lack 2 run.*first: joint seed 0.*make splits"):
+        splits.course_ranks(synthetic_split_features(), "tiny", seeds=(0, 1))

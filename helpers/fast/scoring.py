@@ -337,8 +337,10 @@ def batch_scores(model, img: dict, txt: dict) -> torch.Tensor:
         beta_bar = affinity.view(ni, -1, nt, t).masked_fill(~mask, float("-inf")).softmax(-1).mean(1)
         image = regions.mean(1)[:, None] + torch.einsum("mnt,ntd->mnd", beta_bar, model.text_value(words))
         return F.cosine_similarity(image, (w_bar[None] + a_bar).transpose(1, 2), dim=-1)
-    if not cfg.mask_padding and cfg.flow == "text_to_image" and "real" in txt and txt["real"].shape == mask.shape:
-        return _counting_padding_scores(model.attn, words, txt["real"], regions, values)
+    real = txt.get("real")
+    if not cfg.mask_padding and cfg.flow == "text_to_image" and real is not None and real.shape == mask.shape and \
+            bool((words[~real] == words[~real][:1]).all()):               # every pad the same word (zero tokens)
+        return _counting_padding_scores(model.attn, words, real, regions, values)
     alpha, sim, a_sq = _attention_and_sims(model.attn, words, regions, values)
     if cfg.flow == "text_to_image":
         cos = ((alpha * sim).sum(1) / (a_sq.clamp_min(1e-16).sqrt() * w_norm).clamp_min(1e-8)).view(ni, nt, t)

@@ -250,6 +250,48 @@ def reproduce_splits(budget: str = "cpu", orders=ORDERS, seeds=SEEDS, models=MOD
     return committed
 
 
+# ----------------------------------------------------------------------------- 06: the course split's seeds
+
+def course_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=(0,), models=MODELS, seeds=SEEDS
+                 ) -> tuple[dict[str, list[dict]], pd.DataFrame]:
+    """The course split's runs of `models` x `seeds` for 06 without training them all: the seeds of `retrain`
+    are trained here (or reused from runs/) and ranked; the others are read from the committed files (`make
+    splits`, order 0). -> ({model: [ranks per seed, in seed order]}, one row per retrained run: its test rSum
+    here beside the committed one, for the caller to check within its tolerance).
+
+    A committed run that is missing, or was recorded with another recipe than today's `recipes.train_config`,
+    is an error that says how to fix it; nothing is retrained silently in its place."""
+    committed = load_committed(budget)
+    lacking = [f"{m} seed {s}" for m in models for s in seeds
+               if not recorded(committed, 0, train_config(m, budget, s))]
+    if lacking:
+        raise RuntimeError(f"the committed files lack {len(lacking)} run(s) of the course's split with today's "
+                           f"recipe (first: {lacking[0]}); run `make splits` ({COST}) and commit the two files")
+    test = committed.tests[0]
+    if not (np.array_equal(test["image_ids"], feats["test"].image_ids.numpy()) and
+            np.array_equal(test["caption_image"], feats["test"].caption_image.numpy())):
+        raise RuntimeError("the committed ranks of the course's split were made on another test set (the subset "
+                           "or the split rule changed since); run `make splits` again and commit the two files")
+    out, rows = {}, []
+    for m in models:
+        out[m] = []
+        for s in seeds:
+            cfg = train_config(m, budget, s)
+            if s in retrain:
+                train_run(cfg, feats, 0)
+                here = rank_run(cfg, feats, order=0)
+                t = committed.table
+                want = float(t[(t.split == 0) & (t.model == m) & (t.seed == s)]["test rsum"].iloc[0])
+                got = float(metrics.recalls_from_ranks(here["img_rank"], here["cap_rank"])["rsum"])
+                rows.append({"model": m, "seed": s, "retrained here": round(got, 2), "committed": want,
+                             "difference": round(got - want, 2)})
+                out[m].append(here)
+            else:
+                r = committed.ranks[0, m, s]
+                out[m].append({"img_rank": r["img_rank"], "cap_rank": r["cap_rank"]})
+    return out, pd.DataFrame(rows, columns=["model", "seed", "retrained here", "committed", "difference"])
+
+
 # ----------------------------------------------------------------------------- the table
 
 def _pairs(runs: list[dict]) -> list[tuple]:
