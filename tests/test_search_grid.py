@@ -8,13 +8,17 @@ import torch
 
 from helpers.config import Paths
 from helpers.pipeline import recipes, search
-from helpers.train import TrainConfig, TrainResult
+from helpers.train import MAX_LOGIT_SCALE, TrainConfig, TrainResult
 
 
 def test_the_grid_starts_with_three_values_per_axis_from_the_ladders():
     for axis, values in recipes.START_GRID.items():
         assert len(values) >= 3 and set(values) <= set(recipes.LADDERS[axis])
     assert len(search.grid_trials(recipes.START_GRID)) == 9
+
+
+def test_the_temperature_ladder_starts_at_the_least_temperature_a_model_may_learn():
+    assert min(recipes.LADDERS["init_temperature"]) == pytest.approx(1 / math.exp(MAX_LOGIT_SCALE))
 
 
 def best_rows(**per_model):
@@ -43,7 +47,10 @@ def test_bracketed_says_which_choices_are_interior():
                           "best epoch": [5, 4, 6, 3], "epochs": [8, 7, 9, 6], "learned temperature": [0.08] * 4})
     out = search.bracketed(table, grid)
     assert bool(out.loc["a", "lr interior"]) and bool(out.loc["a", "init_temperature interior"])
-    assert not bool(out.loc["b", "lr interior"])
+    assert not bool(out.loc["b", "lr interior"]) and not out["lr at ladder end"].any()
+    at_cap = search.bracketed(table.assign(init_temperature=min(recipes.LADDERS["init_temperature"])),
+                              {**grid, "init_temperature": (0.01, 0.03, 0.1)})
+    assert at_cap["init_temperature at ladder end"].all() and not at_cap["init_temperature interior"].any()
 
 
 def fake_result(cfg: TrainConfig) -> TrainResult:

@@ -47,7 +47,8 @@ GRID = {"lr": (1e-3, 3e-3), "init_temperature": (0.03, 0.1)}   # the temperature
 # The bracketing search (`helpers.pipeline.search.bracketing_search`, `make search`): one grid shared by every
 # model, three values per axis to start; wherever a model's best trial sits on an edge of the grid, the grid grows by
 # the next value of that axis's ladder on that side, for every model (the same trials for all), until every model's
-# choice is interior or the ladder ends.
+# choice is interior or the ladder ends. The temperature's ladder starts at 0.01, the least a model may learn
+# (train.MAX_LOGIT_SCALE, CLIP's cap of 100 on the inverse temperature): there is nothing below it to try.
 LADDERS = {"lr": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
            "init_temperature": (0.01, 0.03, 0.1, 0.3, 1.0)}
 START_GRID = {"lr": (3e-4, 1e-3, 3e-3), "init_temperature": (0.03, 0.1, 0.3)}

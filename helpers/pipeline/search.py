@@ -171,12 +171,16 @@ def extend(grid: dict, best: pd.DataFrame) -> dict:
 
 
 def bracketed(table: pd.DataFrame, grid: dict) -> pd.DataFrame:
-    """Per model: its chosen trial (best validation rSum) and, per axis, whether the choice is interior to the grid."""
+    """Per model: its chosen trial (best validation rSum) and, per axis, whether the choice is interior to the grid
+    and, where it is not, whether it sits at the end of its ladder (the grid cannot grow there: for the
+    temperature, 0.01 is the least the model may learn, CLIP's cap on the logit scale)."""
     best = chosen(table)
     out = best[[*AXES, "val rsum", "best epoch", "epochs", "learned temperature"]].copy()
     for axis in AXES:
         lo, hi = min(grid[axis]), max(grid[axis])
+        ends = (min(LADDERS[axis]), max(LADDERS[axis]))
         out[f"{axis} interior"] = [not (math.isclose(v, lo) or math.isclose(v, hi)) for v in best[axis]]
+        out[f"{axis} at ladder end"] = [any(math.isclose(v, e) for e in ends) for v in best[axis]]
     return out
 
 
