@@ -100,3 +100,28 @@ def test_a_run_that_ends_at_the_cap_but_patience_epochs_after_its_best_stopped_b
     assert search.stopped_by(17, 20, cfg) == "patience"
     assert search.stopped_by(19, 20, cfg) == "epoch cap"
     assert search.stopped_by(5, 8, cfg) == "patience"
+
+
+def synthetic_trials():
+    grid = {"lr": (1e-4, 3e-4, 1e-3), "init_temperature": (0.01, 0.03, 0.1)}
+    rows = []
+    for m, best in [("a", (3e-4, 0.03)), ("b", (3e-4, 0.01))]:
+        for lr, t in [(x["lr"], x["init_temperature"]) for x in search.grid_trials(grid)]:
+            chosen = (lr, t) == best
+            rows.append({"model": m, "lr": lr, "init_temperature": t, "best epoch": 5, "epochs": 8 if chosen else 20,
+                         "val rsum": 300.0 if chosen else 250.0, "change over last 3 epochs": -1.0 if chosen else 0.5,
+                         "stopped by": "patience" if chosen or lr != 1e-4 else "epoch cap", "learned temperature": t})
+    return pd.DataFrame(rows), grid
+
+
+def test_the_convergence_summary_and_the_search_sentence_come_from_the_rows():
+    table, grid = synthetic_trials()
+    summary = search.convergence_summary(table)
+    assert summary.loc["a"].tolist() == [9, 6, 3, "8-20", "-1.0 to +0.5", "0.010-0.100"]
+    sentence = search.search_sentence(table, grid)
+    assert sentence.startswith("Every model had the same 9 trials (lr {0.0001, 0.0003, 0.001} x init_temperature "
+                               "{0.01, 0.03, 0.1}); 1 of 2 choices are interior on both axes, and `b` "
+                               "(init_temperature at its ladder's end)")
+    assert "6 of 18 trials ended at the epoch cap still within patience of their best; none of them" in sentence
+    capped = table.assign(**{"stopped by": ["epoch cap"] * len(table)})
+    assert search.search_sentence(capped, grid).endswith("of the choices, `a`, `b`.")

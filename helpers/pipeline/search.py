@@ -213,3 +213,39 @@ def bracketing_search(feats, model_names, budget: str = "cpu", log=print) -> tup
             return rows_of(table, model_names, grid, budget), grid
         log(f"round {round_}: a choice sits on an edge; the grid grows to {wider}")
         grid = wider
+
+
+def convergence_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Every trial's convergence (`trial_row`'s columns), per model: trials, how many stopped by patience and by
+    the epoch cap, the range of stopping epochs and of the validation change over the last three epochs, and the
+    learned temperature's range (of the best epoch's weights)."""
+    g = table.groupby("model", sort=False)
+    return pd.DataFrame({
+        "trials": g.size(),
+        "stopped by patience": g["stopped by"].apply(lambda v: int((v == "patience").sum())),
+        "stopped by epoch cap": g["stopped by"].apply(lambda v: int((v == "epoch cap").sum())),
+        "epochs": g["epochs"].apply(lambda v: f"{int(v.min())}-{int(v.max())}"),
+        "change over last 3 epochs": g["change over last 3 epochs"].apply(lambda v: f"{v.min():+.1f} to {v.max():+.1f}"),
+        "learned temperature": g["learned temperature"].apply(lambda v: f"{v.min():.3f}-{v.max():.3f}"),
+    })
+
+
+def search_sentence(table: pd.DataFrame, grid: dict) -> str:
+    """One sentence, from the rows: trials per model, the final grid, how many choices are interior, which sit
+    at a ladder's end, and how many trials ended at the epoch cap (none of them chosen, or which)."""
+    best, n = bracketed(table, grid), table.groupby("model").size()
+    same = n.nunique() == 1
+    interior = best[[f"{a} interior" for a in AXES]].all(axis=1)
+    at_end = [f"`{m}` ({', '.join(a for a in AXES if best.loc[m, f'{a} at ladder end'])} at its ladder's end)"
+              for m in best.index if not interior[m] and any(best.loc[m, f"{a} at ladder end"] for a in AXES)]
+    capped = table[table["stopped by"] == "epoch cap"]
+    capped_chosen = [m for m in best.index if ((capped.model == m) & (capped.lr == best.loc[m, "lr"]) &
+                                               (capped.init_temperature == best.loc[m, "init_temperature"])).any()]
+    axes = " x ".join(f"{a} {{{', '.join(f'{v:g}' for v in sorted(grid[a]))}}}" for a in AXES)
+    out = (f"Every model had {'the same ' + str(int(n.iloc[0])) if same else 'these numbers of'} trials ({axes}); "
+           f"{int(interior.sum())} of {len(best)} choices are interior on both axes")
+    out += f", and {', '.join(at_end)}" if at_end else ""
+    out += (f". {len(capped)} of {len(table)} trials ended at the epoch cap still within patience of their best; "
+            + (f"of the choices, {', '.join(f'`{m}`' for m in capped_chosen)}." if capped_chosen
+               else "none of them is a model's choice."))
+    return out
