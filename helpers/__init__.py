@@ -9,6 +9,7 @@ The modules a learner reads, one per course step (each imports only libraries an
     blog            the blog's code as written, kept runnable to show its bugs
     encoders        02-03: the frozen image and text encoders (regions, token features)
     features        02-03: FeatureSet, the features the models read, and 08's changes to them
+    text_towers     text encoders without MiniLM's prior: a GRU tower learnt from scratch, a random MiniLM
     attention       04: decoupled (text -> image) attention, corrected
     losses          05, 08: InfoNCE, VSE++, pointwise, and 08's added terms
     models          04-05, 08: the retrieval models, the one registry of them, readable scoring

@@ -292,6 +292,13 @@ def resolve_text_model(name: str = "auto", allow_download: bool | None = None) -
     raise FileNotFoundError("all-MiniLM-L6-v2 is not installed. Fix: " + TEXT_MODELS["all-MiniLM-L6-v2"])
 
 
+def tokenize(tokenizer, texts: list[str], max_length: int = TEXT_MAX_LENGTH, padding: bool = True):
+    """list[str] -> tokenizer output (input_ids, attention_mask, ...): [CLS] and [SEP] added, cut at
+    `max_length` word pieces, padded to the longest (tensors) or not (lists)."""
+    return tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length,
+                     return_tensors="pt" if padding else None)
+
+
 class TextEncoder(nn.Module):
     """A BERT-family model: captions -> (B, T, D) token features with a (B, T) bool mask."""
 
@@ -305,8 +312,7 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, texts: list[str], padding: bool = True):
         """list[str] -> tokenizer output (input_ids, attention_mask, ...), [CLS] and [SEP] added."""
-        return self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length,
-                              return_tensors="pt" if padding else None)
+        return tokenize(self.tokenizer, texts, self.max_length, padding)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) ids, (B, T) mask -> (B, T, D) token features with padded positions zeroed, (B, T) bool mask."""
