@@ -284,16 +284,21 @@ def test_tuning_trains_pretrains_and_resumes_for_real(where, monkeypatch, one_th
                                   table[table.variant == "loss_vse"].sort_values("value").reset_index(drop=True))
 
 
-def test_the_tuned_design_end_to_end_for_real(where, monkeypatch, one_thread):
-    """Every tuned variant (3-value ladders: no growth), every variant at its choice, the scale curve at 50%, one
-    seed, ranked; then the convergence table and the tables, on tiny synthetic features with a 2-epoch budget."""
+def tiny_course(monkeypatch) -> dict:
+    """Tiny synthetic features (32 / 8 / 8 images) and a 2-epoch CPU budget with no searched setting, one process."""
     fs = synthetic_featureset(n_images=48, regions=9, image_dim=48, text_dim=24, max_len=10, seed=6)
-    feats = {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
-             "test": fs.select_images(torch.arange(40, 48))}
     monkeypatch.setenv("COURSE_WORKERS", "1")
     monkeypatch.setitem(recipes.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
                                                      model_overrides={"dim": 16}))
     monkeypatch.setattr(recipes, "chosen_setting", lambda model, budget: None)
+    return {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
+            "test": fs.select_images(torch.arange(40, 48))}
+
+
+def test_the_tuned_design_end_to_end_for_real(where, monkeypatch, one_thread):
+    """Every tuned variant (3-value ladders: no growth), every variant at its choice, the scale curve at 50%, one
+    seed, ranked; then the convergence table and the tables, on tiny synthetic features with a 2-epoch budget."""
+    feats = tiny_course(monkeypatch)
     monkeypatch.setattr(ablations, "EPOCHS_START", (1, 2, 3))
     for what, ladder in [("pretrain_epochs", (1, 2, 3)), ("lr", (3e-4, 1e-3, 3e-3)), ("aux_weight", (0.1, 0.3, 1.0))]:
         monkeypatch.setitem(ablations.LADDERS, what, ladder)
@@ -317,13 +322,7 @@ def test_the_tuned_runs_resume_from_the_committed_ranks_on_a_fresh_clone(where, 
     """Killed after some runs, then resumed where runs/ is gone (a fresh clone has only the committed files): only
     the runs not yet in the ranks file train, the convergence table comes from the curves stored with the ranks,
     and a run whose recipe changed is trained again."""
-    fs = synthetic_featureset(n_images=48, regions=9, image_dim=48, text_dim=24, max_len=10, seed=6)
-    feats = {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
-             "test": fs.select_images(torch.arange(40, 48))}
-    monkeypatch.setenv("COURSE_WORKERS", "1")
-    monkeypatch.setitem(recipes.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
-                                                     model_overrides={"dim": 16}))
-    monkeypatch.setattr(recipes, "chosen_setting", lambda model, budget: None)
+    feats = tiny_course(monkeypatch)
     monkeypatch.setattr(ablations, "VARIANTS", {k: ablations.VARIANTS[k] for k in ("no_value", "loss_vse")})
     monkeypatch.setattr(ablations, "SCALE_MODELS", ("decoupled",))
     monkeypatch.setattr(ablations, "SCALE_FRACTIONS", (0.5, 1.0))
