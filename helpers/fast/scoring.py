@@ -292,9 +292,10 @@ def _attention_and_sims(attn, words, regions, values):
 
 
 def _counting_padding_scores(attn, words, real, regions, values) -> torch.Tensor:
-    """(Nt, T, D) words with (Nt, T) `real` ones first, then pads -> (Ni, Nt) mean over all T positions of
-    cos(w_t, a_t), as `batch_scores` for a model that counts padding. Every pad is the zero token, so one word p:
-    its cosine is computed once per image and counts (T - T_c) times in caption c's sum over its real words."""
+    """(Nt, T, D) words, (Nt, T) bool `real` (the real words; the rest are pads) -> (Ni, Nt) mean over all T
+    positions of cos(w_t, a_t), as `batch_scores` for a model that counts padding. The caller has checked that every
+    pad is the same word p (the zero token, projected): its cosine is computed once per image and counts (T - T_c)
+    times in caption c's sum over its T_c real words."""
     (nt, t, _), ni = words.shape, len(regions)
     lengths = real.sum(1)                                                       # (Nt,)
     packed = torch.cat([words[real], words[~real][:1]])                         # (W + 1 or W, D): real words, one pad
