@@ -186,6 +186,23 @@ def test_make_splits_resumes_keeps_finished_rows_when_killed_and_retrains_a_chan
     assert len(splits.split_table("tiny", n_boot=50)) == 4
 
 
+def test_each_row_says_how_its_run_converged_and_an_older_table_gets_it_without_retraining(tiny):
+    splits.reproduce_splits("tiny", orders=(1,), seeds=(0,), progress=False)
+    files = splits.committed_files("tiny")
+    table = pd.read_csv(files["table"])
+    assert list(table.columns) == splits.COLUMNS and set(table["stopped by"]) <= {"patience", "epoch cap"}
+    assert table["learned temperature"].between(0.01, 1).all() and table.epochs.le(2).all()
+    table[splits.OLDER_COLUMNS].to_csv(files["table"], index=False)        # as `make splits` wrote it before
+    older = splits.load_committed("tiny")
+    assert older.table["stopped by"].isna().all()
+    assert not splits.recorded(older, 1, recipes.train_config("joint", "tiny", 0))
+    tiny.trained = []
+    splits.reproduce_splits("tiny", orders=(1,), seeds=(0,), progress=False)
+    assert tiny.trained == []                                  # the runs' folders are there: recorded, not retrained
+    again = pd.read_csv(files["table"])
+    pd.testing.assert_frame_equal(again, table)
+
+
 def test_negative_or_non_integer_split_orders_are_refused(tiny):
     for bad in ((-1, 1), (1.0,), (True,)):
         with pytest.raises(ValueError, match="whole numbers >= 0"):

@@ -55,6 +55,24 @@ def train_run(cfg: TrainConfig, feats: dict[str, FeatureSet], order: int = 0) ->
         return train(cfg, data["train"], data["val"], run_dir(cfg, order), scoring=FAST, process=process)
 
 
+def stopped_by(best_epoch: int, epochs: int, cfg: TrainConfig) -> str:
+    """'patience' when `patience` epochs passed without a better validation (converged by the course's rule),
+    else 'epoch cap' (the run ran out of epochs still within `patience` of its best: it may not have converged)."""
+    return "patience" if cfg.patience and epochs - best_epoch >= cfg.patience else "epoch cap"
+
+
+def convergence(cfg: TrainConfig, result: TrainResult) -> dict:
+    """A finished run -> how it converged: its stopping epoch, best epoch and best validation rSum, the
+    validation change over its last three epochs (last minus three epochs before; NaN under four epochs),
+    what stopped it (`stopped_by`) and the temperature it learned (of the best epoch's weights)."""
+    rsum = result.history.rsum.to_numpy(dtype=float)
+    best = int(result.best["epoch"])
+    return {"epochs": len(rsum), "best epoch": best, "val rsum": round(float(result.best["rsum"]), 2),
+            "change over last 3 epochs": round(float(rsum[-1] - rsum[-4]), 2) if len(rsum) >= 4 else float("nan"),
+            "stopped by": stopped_by(best, len(rsum), cfg),
+            "learned temperature": round(1 / result.model.logit_scale.exp().item(), 4)}
+
+
 def course_run(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0) -> TrainResult:
     """`train_run` of the course's recipe for `model` (`recipes.train_config`)."""
     return train_run(train_config(model, budget, seed), feats)

@@ -32,7 +32,7 @@ from ..models import ModelConfig
 from ..train import TrainConfig, load_result
 from .feature_cache import load_course_features
 from .recipes import run_dir, train_config
-from .runs import needs_work, rank_run, train_run
+from .runs import convergence, needs_work, rank_run, train_run
 
 # (A, B, what changes): the difference is A - B. The primary comparison first, then the first secondary.
 COMPARISONS = (("decoupled", "joint_words", "primary: flow text->image vs both ways (per-word head)"),
@@ -40,8 +40,10 @@ COMPARISONS = (("decoupled", "joint_words", "primary: flow text->image vs both w
 MODELS = tuple(dict.fromkeys(m for a, b, _ in COMPARISONS for m in (a, b)))
 ORDERS = (0, 1, 2)               # 0: the course's own split (its runs are 06's); 1 and 2: two other splits
 SEEDS = (0, 1, 2, 3, 4)
-COLUMNS = ["split", "model", "seed", "lr", "init_temperature", "epochs", "best epoch", "val rsum", "test rsum",
-           "recipe"]
+CONVERGENCE = ["change over last 3 epochs", "stopped by", "learned temperature"]     # `runs.convergence`'s
+COLUMNS = ["split", "model", "seed", "lr", "init_temperature", "epochs", "best epoch", "val rsum", *CONVERGENCE,
+           "test rsum", "recipe"]
+OLDER_COLUMNS = [c for c in COLUMNS if c not in CONVERGENCE]     # a table written before the convergence columns
 FORMAT = "course-splits-1"       # the ranks file's `format` entry: another file there is not ours
 COST = "60 runs for three splits: about two hours of training on a 2-core CPU"
 
@@ -102,6 +104,8 @@ def _read_table(path: Path, budget: str) -> pd.DataFrame:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
         raise ValueError(f"{path} is damaged or not a CSV ({type(e).__name__}: {e}); {_fix(budget)}") from None
+    if list(table.columns) == OLDER_COLUMNS:         # its runs are recorded again by the next `make splits`
+        table = table.reindex(columns=COLUMNS)
     if list(table.columns) != COLUMNS:
         raise ValueError(f"{path} is not the table `make splits` writes (columns {list(table.columns)}, expected "
                          f"{COLUMNS}); {_fix(budget)}")
@@ -162,10 +166,11 @@ def load_committed(budget: str = "cpu", must_exist: bool = True) -> Committed:
 
 
 def recorded(committed: Committed, order: int, cfg: TrainConfig) -> bool:
-    """Does the record hold split `order`'s run of `cfg` with the same recipe (`run_dir`'s name)?"""
+    """Does the record hold split `order`'s run of `cfg` with the same recipe (`run_dir`'s name) and its
+    convergence (a row of an older table has none)?"""
     t = committed.table
     row = t[(t["split"] == order) & (t["model"] == cfg.model) & (t["seed"] == cfg.seed)]
-    return len(row) == 1 and row["recipe"].iloc[0] == run_dir(cfg).name
+    return len(row) == 1 and row["recipe"].iloc[0] == run_dir(cfg).name and row["stopped by"].notna().all()
 
 
 def record(committed: Committed, order: int, cfg: TrainConfig, test: FeatureSet, budget: str) -> None:
@@ -181,8 +186,7 @@ def record(committed: Committed, order: int, cfg: TrainConfig, test: FeatureSet,
     result, ranks = load_result(run_dir(cfg, order)), rank_run(cfg, {"test": test}, order=order)
     row = {"split": order, "model": cfg.model, "seed": cfg.seed, "lr": cfg.lr,
            "init_temperature": cfg.model_overrides.get("init_temperature", ModelConfig().init_temperature),
-           "epochs": len(result.history), "best epoch": int(result.best["epoch"]),
-           "val rsum": round(float(result.best["rsum"]), 2),
+           **convergence(cfg, result),
            "test rsum": round(float(metrics.recalls_from_ranks(ranks["img_rank"], ranks["cap_rank"])["rsum"]), 2),
            "recipe": run_dir(cfg).name}
     t = committed.table
@@ -266,7 +270,8 @@ def course_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=(0,)
                if not recorded(committed, 0, train_config(m, budget, s))]
     if lacking:
         raise RuntimeError(f"the committed files lack {len(lacking)} run(s) of the course's split with today's "
-                           f"recipe (first: {lacking[0]}); run `make splits` ({COST}) and commit the two files")
+                           f"recipe and their convergence (first: {lacking[0]}); run `make splits` ({COST}; finished "
+                           f"runs in runs/ are recorded, not retrained) and commit the two files")
     test = committed.tests[0]
     if not (np.array_equal(test["image_ids"], feats["test"].image_ids.numpy()) and
             np.array_equal(test["caption_image"], feats["test"].caption_image.numpy())):
