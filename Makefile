@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/course
 # One per-cell limit for `make course`, `make test` and `make refresh`. The slowest cell is 06's training
-# cell (06 trains 18 runs and scores 25 in one cell): it took 809-1,400 s on 2-core machines; a laptop a
+# cell (06 trains 14 runs and scores 21 in one cell): it took 809-1,400 s on 2-core machines; a laptop a
 # third slower needs about 1,900 s, so 3,600 s leaves it a margin of almost 2x (2.6x over the slowest run).
 CELL_TIMEOUT := 3600
 # The training budget of every notebook (05-08 read COURSE_BUDGET through helpers.config.budget()):
@@ -22,7 +22,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=$(CELL_TIMEOUT)
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search ablations ablations-tuned splits student clean site site-test scale-standin
+.PHONY: venv data course test unit notebooks refresh search ablations splits student clean site site-test scale-standin
 
 venv: $(STAMP)
 
@@ -93,18 +93,15 @@ refresh: data
 # SEARCH_MODELS: which models (default: every model of the factorial and the blog's module).
 SEARCH_MODELS ?=
 search: data
-	@$(PY) -m helpers search --bracket --budget cpu $(if $(SEARCH_MODELS),--models $(SEARCH_MODELS))
+	@$(PY) -m helpers search --budget cpu $(if $(SEARCH_MODELS),--models $(SEARCH_MODELS))
 
-# Notebook 08's runs (sweeps, variants, data-scale curve, 3 seeds each), outside the tests; writes the
-# committed notebooks/ablations-*-cpu.* that 08 reads.
+# Notebook 08's runs, outside the tests: the readers' proposals at their best (every added weight, SimCLR's
+# pre-training epochs and the changed losses' learning rate grown until the choice is interior, the same design
+# for each), then every variant and the data-scale curve with 3 seeds; writes the committed
+# notebooks/ablations-{tuning,convergence,ranks}-cpu.* that 08 reads. Every finished trial and run is written
+# as it finishes, so a stopped run resumes where it stopped.
 ablations: data
 	@$(PY) -m helpers reproduce --ablations --budget cpu
-
-# The same with the readers' proposals at their best: every added weight, SimCLR's pre-training epochs and the
-# changed losses' learning rate grown until the choice is interior (the same design for each), then 3 seeds each;
-# every tuning trial is written to the committed notebooks/ablations-tuning-cpu.csv as it finishes, so it resumes.
-ablations-tuned: data
-	@$(PY) -m helpers reproduce --ablations --tuned --budget cpu
 
 # Full COCO's whole path on a stand-in (helpers.tools.scale): a tiny Karpathy-format COCO built from the subset,
 # served on 127.0.0.1, prepared and verified, its features extracted in shards by 2 torchrun processes (gloo, CPU),

@@ -36,11 +36,11 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.recipes        models, seeds, budgets, the chosen settings, one folder per configuration
     pipeline.feature_cache  features extracted once and read back; the course's splits
     pipeline.runs           train or reuse the course's runs, rank their test sets
-    pipeline.search         05's learning-rate x temperature search, and its recheck
+    pipeline.search         05's learning-rate x temperature search, grown until it brackets, and its recheck
     pipeline.evaluation     06's tables: recalls, the +8.5% claim under each reading, the factorial
     pipeline.verdicts       06's declared comparisons: the primary, Holm-corrected families, the primary's power
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
-    pipeline.ablations      08's runs and tables: one change at a time, weight sweeps, the data-scale curve
+    pipeline.ablations      08's runs and tables: one change at a time, each proposal tuned, the data-scale curve
     pipeline.shards         features at scale: extracted in shards under torchrun, DDP training, scoring
     pipeline.splits         06's split sensitivity: the primary comparison and first secondary on other splits
 

@@ -59,20 +59,13 @@ def train_command(args) -> int:
 
 def search_command(args) -> int:
     from .pipeline import feature_cache, search
-    from .pipeline.recipes import grid_table, search_table
+    from .pipeline.recipes import grid_table
 
-    if args.bracket:
-        table, grid = search.bracketing_search(feature_cache.load_course_features(progress=False), args.models,
-                                               args.budget)
-        print(table.drop(columns=["recipe"]).to_string(index=False))
-        print(f"\nthe final grid: {grid}; every trial is in {grid_table(args.budget)}; the choices:")
-        print(search.bracketed(table, grid).to_string())
-        return 0
-    table = search.search(feature_cache.load_course_features(progress=False), args.models, args.budget)
-    table = search.write_search(table, args.budget)
-    print(table.to_string(index=False))
-    print(f"\nchosen (best validation rSum per model), written to {search_table(args.budget)}:")
-    print(search.chosen_table(table).to_string())
+    table, grid = search.bracketing_search(feature_cache.load_course_features(progress=False), args.models,
+                                           args.budget)
+    print(table.drop(columns=["recipe"]).to_string(index=False))
+    print(f"\nthe final grid: {grid}; every trial is in {grid_table(args.budget)}; the choices:")
+    print(search.bracketed(table, grid).to_string())
     return 0
 
 
@@ -80,12 +73,12 @@ def reproduce_command(args) -> int:
     """Prepare the data, extract the features, train every model (with `--seeds` seeds each, or the course's
     5 for the headline models and 3 for the others), evaluate, write results/."""
     if args.ablations:
-        from .pipeline.ablations import reproduce_ablations, reproduce_tuned_ablations
+        from .pipeline.ablations import reproduce_ablations
 
-        print((reproduce_tuned_ablations if args.tuned else reproduce_ablations)(args.budget).read_text())
+        print(reproduce_ablations(args.budget).read_text())
         return 0
     from . import data
-    from .pipeline import evaluation, feature_cache, runs
+    from .pipeline import evaluation, feature_cache, runs, verdicts
 
     data.prepare()
     feats = feature_cache.load_course_features(progress=True)
@@ -93,7 +86,7 @@ def reproduce_command(args) -> int:
                               args.budget)
     cap = feats["test"].caption_image
     table = evaluation.write_results(evaluation.results_table(ranks, cap), evaluation.claims_table(ranks, cap),
-                                     evaluation.factorial_table(ranks, cap), budget=args.budget)
+                                     verdicts.family_table(ranks, cap), budget=args.budget)
     print(table.read_text())
     return 0
 
@@ -178,22 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-amp", action="store_true")
     t.add_argument("--no-progress", action="store_true")
 
-    s = sub.add_parser("search", help="the learning-rate x temperature search for every model (about 30 min)")
+    s = sub.add_parser("search", help="the learning-rate x temperature search for every model, grown until every choice "
+                                       "is interior (hours on 2 cores; writes notebooks/search-grid-<budget>.csv as it "
+                                       "goes and resumes from the rows already there)")
     s.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     s.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
-    s.add_argument("--bracket", action="store_true",
-                   help="the search that grows its grid until every choice is interior (notebooks/search-grid-<budget>.csv; "
-                        "resumes from the rows already there)")
 
     r = sub.add_parser("reproduce", help="prepare, extract, train every model with N seeds, evaluate, write results/")
     r.add_argument("--seeds", type=int, default=None, help="seeds per model (default: 5 for decoupled and joint, 3 for the others)")
     r.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     r.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="subset of the models (default: the factorial and blog)")
     r.add_argument("--ablations", action="store_true",
-                   help="08's runs instead: the blog's bugs, the readers' proposals, the data-scale curve")
-    r.add_argument("--tuned", action="store_true",
-                   help="with --ablations: every added weight, SimCLR's epochs and the changed losses' learning rate "
-                        "tuned until interior first (notebooks/ablations-tuning-<budget>.csv, resumable)")
+                   help="08's runs instead: the blog's bugs and the readers' proposals (each proposal tuned until its "
+                        "choice is interior first, resumable), the data-scale curve")
 
     sp = sub.add_parser("splits", help="06's primary comparison and first secondary, 5 seeds each, on the course's "
                                        "split and two other splits of the subset")

@@ -155,10 +155,12 @@ def expect(values, ref: str, tolerance: str, budget: str = "cpu") -> None:
     print(f"checked: {what} {bound} the committed reference '{ref}'")
 
 
-def agree(computed, committed, tolerance: str, what: str, budget: str = "cpu") -> None:
+def agree(computed, committed, tolerance: str, what: str, budget: str = "cpu",
+          fix: str = "rerun `make ablations` and commit its files") -> None:
     """Check numbers computed here against the same numbers committed from a maintainer's run (a number,
     dict or Series, matched by key); raise AssertionError naming each one that differs by more than
-    TOLERANCES[tolerance]. Prints one line that is the same on every machine."""
+    TOLERANCES[tolerance], ending with `fix` (what to rerun when helpers changed on purpose). Prints one line
+    that is the same on every machine."""
     tol = TOLERANCES[tolerance]
     skip = references_apply() or (None if budget == "cpu" else f"the committed runs are for the CPU budget, not {budget!r}")
     if skip:
@@ -171,5 +173,5 @@ def agree(computed, committed, tolerance: str, what: str, budget: str = "cpu") -
                 if not abs(float(got[k]) - float(want[k])) <= tol.abs]
     if problems:
         raise AssertionError(f"{what}: {len(problems)} value(s) differ beyond the tolerance '{tolerance}' ({tol.why}):\n  "
-                             + "\n  ".join(problems) + "\nIf helpers changed on purpose, rerun `make ablations` and commit its files.")
+                             + "\n  ".join(problems) + f"\nIf helpers changed on purpose, {fix}.")
     print(f"checked: {what}, {len(got)} value(s) within ±{tol.abs:g} of the committed run")

@@ -17,14 +17,14 @@ from scipy import optimize, stats
 from .metrics import KS, check_caption_image, recalls_from_ranks
 
 
-def seed_summary(values) -> dict:
-    """(n_seeds,) metric values -> mean, sample std, 95% Student-t interval for the mean, n."""
+def seed_summary(values, level: float = 0.95) -> dict:
+    """(n_seeds,) metric values -> mean, sample std, Student-t interval for the mean at `level`, n."""
     v = np.asarray(values, dtype=float)
     n = len(v)
     if n < 2:
         raise ValueError(f"seed_summary needs at least 2 seeds to estimate a spread; got {n}")
     mean, std = float(v.mean()), float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
     return {"mean": mean, "std": std, "lo": mean - half, "hi": mean + half, "n": n}
 
 
@@ -326,8 +326,10 @@ def honest_rate_difference(a_runs, a_col: str, b_runs=None, b_col: str | None = 
     case rates, mean(a_col over A's cases) - mean(b_col over B's cases), averaged over seeds, with a
     95% interval: se^2 = var over image-cluster bootstrap replicates (an image's cases together, the
     same images for A and B) + s_A^2 / n_A (+ s_B^2 / n_B) for the seeds; Student-t, Welch df.
-    `b_runs=None` compares two columns of the same runs (paired per seed: one seed term).
-    -> {'diff', 'lo', 'hi', 'seeds_a', 'seeds_b'}.
+    `b_runs=None` compares two columns of the same runs (paired per seed: one seed term). `level`: the
+    interval's coverage (1 - 0.05 / m for a Bonferroni family of m). p: two-sided, of "no difference"
+    (`t_p_value`, below 1 - level exactly when the interval excludes 0).
+    -> {'diff', 'lo', 'hi', 'p', 'seeds_a', 'seeds_b'}.
     """
     if any(df.empty for df in [*a_runs, *(b_runs or [])]):
         raise ValueError("no cases to compare: a run's case table is empty (for the pointing game: no caption "
@@ -359,4 +361,5 @@ def honest_rate_difference(a_runs, a_col: str, b_runs=None, b_col: str | None = 
         k = len(per_seed)
         terms.append((float(per_seed.var(ddof=1)) / k if k > 1 else 0.0, k))
     lo, hi = t_interval(point, boot, terms, level)
-    return {"diff": point, "lo": lo, "hi": hi, "seeds_a": len(groups[0]), "seeds_b": len(groups[-1])}
+    return {"diff": point, "lo": lo, "hi": hi, "p": t_p_value(point, boot, terms), "seeds_a": len(groups[0]),
+            "seeds_b": len(groups[-1])}

@@ -197,9 +197,14 @@ def rsum_with_intervals(results: pd.DataFrame, anchors: dict[str, float] | None 
 
 def forest(table: pd.DataFrame, label: str = "variant", group: str = "group"):
     """One row per comparison: the difference (dot) and its 95% interval (bar), zero dashed; rows grouped,
-    coloured by whether the interval excludes zero."""
+    coloured by the table's corrected `verdict` where it has one (e.g. `ablations.ablation_table`'s, after Holm),
+    else by whether the interval excludes zero."""
     t = table.iloc[::-1].reset_index(drop=True)                  # first row on top
-    colour = np.where(t.lo > 0, "tab:green", np.where(t.hi < 0, "tab:red", "dimgrey"))
+    if "verdict" in t:
+        worse, better = t.verdict.str.contains("credibly worse"), t.verdict.isin(["better", "A better"])
+    else:
+        worse, better = t.hi < 0, t.lo > 0
+    colour = np.where(better, "tab:green", np.where(worse, "tab:red", "dimgrey"))
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(t) + 1.2))
     ax.hlines(t.index, t.lo, t.hi, color=colour, lw=2.5)
     ax.scatter(t.difference, t.index, color=colour, zorder=3)
@@ -207,7 +212,7 @@ def forest(table: pd.DataFrame, label: str = "variant", group: str = "group"):
     ax.set_yticks(t.index, [f"{v}  ({g.split()[-1].rstrip('s')})" if group else v
                             for v, g in zip(t[label], t[group] if group else t[label])])
     ax.set(xlabel="change of rSum vs decoupled (points; 95% interval)",
-           title="one change at a time: green credibly better, red credibly worse, grey no credible difference")
+           title="one change at a time: green credibly better, red credibly worse, grey neither (after any correction)")
     ax.title.set_fontsize(9)
     fig.tight_layout()
     return fig

@@ -62,7 +62,9 @@ def test_a_tie_goes_to_the_smaller_value_and_bad_starts_are_refused():
 
 def test_the_learning_rate_starts_from_decoupleds_and_its_two_neighbours(monkeypatch):
     chosen_lr = recipes.train_config("decoupled", "cpu", 0).lr
-    assert ablations.lr_start("cpu")[1] == pytest.approx(chosen_lr) and ablations.lr_start("cpu") == (3e-4, 1e-3, 3e-3)
+    ladder = recipes.LADDERS["lr"]
+    i = min(range(len(ladder)), key=lambda k: abs(ladder[k] - chosen_lr))
+    assert ablations.lr_start("cpu")[1] == pytest.approx(chosen_lr) and ablations.lr_start("cpu") == ladder[i - 1:i + 2]
     for lr, start in [(2e-3, (1e-3, 3e-3, 1e-2)), (1e-5, (1e-5, 3e-5, 1e-4)), (1.0, (1e-2, 3e-2, 1e-1))]:
         monkeypatch.setattr(ablations, "train_config", lambda *a, lr=lr, **k: recipes.TrainConfig(lr=lr))
         assert ablations.lr_start("cpu") == start                    # the nearest ladder value; clamped at the ends
@@ -113,7 +115,12 @@ def where(tmp_path, monkeypatch):
     return tmp_path
 
 
-ALIKE = {**{v: 0.03 for v in WEIGHT_VARIANTS}, "loss_vse": 1e-2, "loss_pointwise": 1e-2, "pretrained": 20}
+# The changed losses' learning rates start at decoupled's searched rate and its two neighbours; a peak two ladder
+# steps above it makes their grid grow twice, to five trials like the other variants'.
+_LR = recipes.LADDERS["lr"]
+_AT = _LR.index(min(_LR, key=lambda v: abs(v - recipes.train_config("decoupled", "cpu", 0).lr)))
+LR_PEAK, LR_TRIED = _LR[_AT + 2], ", ".join(f"{v:g}" for v in _LR[_AT - 1:_AT + 4])
+ALIKE = {**{v: 0.03 for v in WEIGHT_VARIANTS}, "loss_vse": LR_PEAK, "loss_pointwise": LR_PEAK, "pretrained": 20}
 
 
 def test_the_same_trials_for_each_variant_whose_optimum_sits_alike(where, monkeypatch):
@@ -122,7 +129,7 @@ def test_the_same_trials_for_each_variant_whose_optimum_sits_alike(where, monkey
     summary = ablations.tuning_summary(table).set_index("variant")
     assert list(summary.index) == [v for v in ablations.VARIANTS if v in TUNED]
     assert summary.loc[list(WEIGHT_VARIANTS), "tried"].eq("0.01, 0.03, 0.1, 0.3, 1").all()   # 0.03 is interior
-    assert summary.loc[["loss_vse", "loss_pointwise"], "tried"].eq("0.0003, 0.001, 0.003, 0.01, 0.03").all()
+    assert summary.loc[["loss_vse", "loss_pointwise"], "tried"].eq(LR_TRIED).all()
     assert summary.loc["pretrained", "tried"] == "2, 5, 10, 20, 40" and summary.loc["pretrained", "chosen"] == 20
     assert summary.trials.eq(5).all()
     assert summary.interior.all() and not summary["at ladder end"].any()
@@ -186,7 +193,7 @@ def test_the_convergence_table_lists_every_run_once(where, monkeypatch):
     shared = table[table.kind == "tuning + seed run"].set_index("name")
     assert shared.loc["masked_reconstruction", "value"] == 0.001 and shared.loc["pretrained", "value"] == 20
     seeds = table[(table.kind == "seed run") & (table.name == "loss_vse")]
-    assert seeds.seed.tolist() == [1, 2] and seeds.value.eq(1e-2).all() and seeds.tuned.eq("lr").all()
+    assert seeds.seed.tolist() == [1, 2] and seeds.value.eq(LR_PEAK).all() and seeds.tuned.eq("lr").all()
     assert table[["epochs", "best epoch", "change over last 3 epochs"]].notna().all().all()
     assert set(table["stopped by"]) == {"patience"}
 
@@ -306,7 +313,7 @@ def test_the_tuned_design_end_to_end_for_real(where, monkeypatch, one_thread):
     monkeypatch.setattr(runs, "imagenet_classifier", lambda: nn.Linear(48, 10))
     tuning = ablations.tune_all(feats, log=lambda _: None)
     assert len(tuning) == 3 * len(TUNED)
-    variants, scale = ablations.tuned_all_ranks(feats, tuning, seeds=(0,))
+    variants, scale = ablations.all_ranks(feats, tuning, seeds=(0,))
     assert set(variants) == set(ablations.VARIANTS) and len(scale) == 2 * 3
     pretrained = ablations.tuned_config("pretrained", tuning)
     assert pretrained.init_from == ablations.pretrained_projections("cpu", 0, int(ablations.tuned_value(tuning, "pretrained")))
@@ -314,8 +321,19 @@ def test_the_tuned_design_end_to_end_for_real(where, monkeypatch, one_thread):
     assert len(table) == 3 * len(TUNED) + 10 - len(TUNED) + 3 and table.epochs.le(2).all()
     assert (table.kind == "tuning + seed run").sum() == len(TUNED)
     baseline = [runs.rank_run(recipes.train_config("decoupled", "cpu", 0), feats)]
-    t = ablations.ablation_table(variants, baseline, feats["test"].caption_image, n_boot=50)
-    assert list(t.variant) == list(ablations.VARIANTS)
+    cap = feats["test"].caption_image
+    t = ablations.ablation_table(variants, baseline, cap, n_boot=50)
+    assert list(t.variant) == list(ablations.VARIANTS) and t.verdict.isin(
+        ["better", "credibly worse", "no credible difference", "not credible after Holm"]).all()
+    for group, part in t.groupby("group"):                    # Holm within each group, never below the raw p
+        assert (part.p_holm >= part.p - 1e-12).all() and part.correction.eq(f"Holm within {group} ({len(part)})").all()
+        assert ((part.p_holm <= 0.05) == part.verdict.isin(["better", "credibly worse"])).all()
+    trials = tuning.set_index("variant")["share of loss %"]    # an added term's share of the loss; NaN for the others
+    assert trials[["local_consistency", "word_diversity", "masked_reconstruction"]].gt(0).all()
+    assert trials[["loss_vse", "loss_pointwise", "pretrained"]].isna().all()
+    assert set(ablations.tables(tuning, variants, scale, baseline, cap)) == {
+        "Tuning (seed 0, validation)", "Variants vs decoupled (test rSum)", "Data scale (test rSum)",
+        "How the gaps move with data (test rSum)"}
 
 
 def test_the_tuned_runs_resume_from_the_committed_ranks_on_a_fresh_clone(where, monkeypatch, one_thread):
@@ -341,12 +359,12 @@ def test_the_tuned_runs_resume_from_the_committed_ranks_on_a_fresh_clone(where, 
 
     monkeypatch.setattr(ablations, "train_run", counted)
     with pytest.raises(KeyboardInterrupt):
-        ablations.tuned_all_ranks(feats, tuning, seeds=(0, 1), path=path)
+        ablations.all_ranks(feats, tuning, seeds=(0, 1), path=path)
     assert len(ablations.committed_runs(path)) == 3
     shutil.rmtree(where / "runs")                           # a fresh clone: the committed ranks file only
     trained.clear()
     monkeypatch.setattr(ablations, "train_run", lambda cfg, feats, *rest: trained.append(cfg.seed) or real(cfg, feats, *rest))
-    variants, scale = ablations.tuned_all_ranks(feats, tuning, seeds=(0, 1), path=path)
+    variants, scale = ablations.all_ranks(feats, tuning, seeds=(0, 1), path=path)
     assert len(trained) == 8 - 3                             # 2 variants x 2 seeds + 2 scale points x 2 seeds, less 3
     assert [len(v) for v in variants.values()] == [2, 2] and [len(v) for v in scale.values()] == [2, 2]
     shutil.rmtree(where / "runs")
@@ -356,5 +374,5 @@ def test_the_tuned_runs_resume_from_the_committed_ranks_on_a_fresh_clone(where, 
         ablations.convergence_table(tuning, seeds=(0, 1))        # without the stored curves: a clear error
     trained.clear()
     moved = tuning.assign(**{"val rsum": [3.0, 2.0, 1.5]})       # the tuning now chooses lr 3e-4 for loss_vse
-    ablations.tuned_all_ranks(feats, moved, seeds=(0, 1), path=path)
+    ablations.all_ranks(feats, moved, seeds=(0, 1), path=path)
     assert trained == [0, 1]                                  # only loss_vse's two seeds train again

@@ -226,41 +226,6 @@ def test_saved_ranks_come_back_as_they_were(tmp_path):
         assert all(np.array_equal(a[k], b[k]) for a, b in zip(want, got) for k in ("img_rank", "cap_rank"))
 
 
-def test_the_runs_of_08_end_to_end_on_synthetic_features(tmp_path, monkeypatch, one_thread):
-    """Sweep, every variant, the data-scale curve and the tables, on tiny features with a 2-epoch budget."""
-    fs = synthetic_featureset(n_images=48, regions=9, image_dim=48, text_dim=24, max_len=10, seed=6)
-    feats = {"train": fs.select_images(torch.arange(32)), "val": fs.select_images(torch.arange(32, 40)),
-             "test": fs.select_images(torch.arange(40, 48))}
-    monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))
-    monkeypatch.setenv("COURSE_WORKERS", "1")
-    monkeypatch.setitem(recipes.BUDGETS, "cpu", dict(epochs=2, patience=1, batch_size=8, lr=1e-3,
-                                                     model_overrides={"dim": 16}))
-    monkeypatch.setattr(recipes, "chosen_setting", lambda model, budget: None)
-    monkeypatch.setattr(ablations, "AUX_WEIGHTS", (0.1, 1.0))
-    monkeypatch.setattr(ablations, "SCALE_FRACTIONS", (0.5, 1.0))
-    monkeypatch.setattr(runs, "imagenet_classifier", lambda: nn.Linear(48, 10))
-    table = pd.concat([ablations.sweep(v, feats) for v in ablations.VARIANTS if ablations.swept(v)])
-    assert len(table) == 3 * 2 and (table["share of loss %"] > 0).all()
-    variants, scale = ablations.all_ranks(feats, seeds=(0, 1), sweep_table=table)
-    assert set(variants) == set(ablations.VARIANTS) and all(len(r) == 2 for r in variants.values())
-    assert (tmp_path / ablations.pretrained_projections("cpu", 1)).is_file()
-    baseline = [runs.rank_run(recipes.train_config("decoupled", "cpu", s), feats) for s in (0, 1)]   # 06's runs
-    cap = feats["test"].caption_image
-    t = ablations.ablation_table(variants, baseline, cap, n_boot=50)
-    assert list(t.variant) == list(ablations.VARIANTS) and t.verdict.isin(
-        ["better", "credibly worse", "no credible difference"]).all()
-    s = ablations.scale_table(scale, cap, n_boot=50)
-    assert len(s) == 2 * (3 + 2) and s["lo"].le(s["value"]).all() and s["value"].le(s["hi"]).all()
-    assert set(ablations.tables(table, variants, scale, baseline, cap)) == {
-        "Sweeps (seed 0, validation)", "Variants vs decoupled (test rSum)", "Data scale (test rSum)",
-        "How the gaps move with data (test rSum)"}
-    log = ablations.run_log(table)
-    assert len(log) == 3 * 2 + 10 * 2 - 3 + 3 * 2      # sweeps, variants (3 swept seed-0 runs shared), scale at 0.5
-    assert (log.kind == "sweep + variant").sum() == 3 and set(log.kind) == {"sweep", "sweep + variant", "variant", "scale"}
-    assert log.loc[log.kind == "scale", "fraction"].eq(0.5).all() and log.epochs.le(2).all()
-    assert set(log.loc[log.kind != "scale", "run"]) == set(ablations.VARIANTS)
-
-
 def test_the_imagenet_classifier_is_the_backbones_own_head():
     from helpers.encoders import load_image_encoder
 
@@ -294,13 +259,18 @@ def test_gap_table_says_narrows_widens_or_holds(levels, word):
 
 
 def test_one_change_names_the_one_field_of_each_variant():
-    sweep_table = pd.DataFrame({"variant": ["local_consistency", "word_diversity", "masked_reconstruction"] * 2,
-                                "weight": [0.1] * 3 + [10.0] * 3, "val rsum": [1, 2, 3, 3, 1, 2]})
-    t = ablations.one_change(sweep_table).set_index("variant")["differs from decoupled in"]
+    """Each variant at its tuning's choice differs from `decoupled` in its one change and what its tuning set."""
+    tuning = pd.DataFrame([{"variant": v, "tuned": ablations.TUNED[v], "value": x, "val rsum": r}
+                           for v, values in [("local_consistency", (0.1, 0.3, 1.0)), ("word_diversity", (0.1, 0.3, 1.0)),
+                                             ("masked_reconstruction", (0.1, 0.3, 1.0)), ("pretrained", (2, 5, 10)),
+                                             ("loss_vse", (1e-5, 3e-5, 1e-4)), ("loss_pointwise", (1e-5, 3e-5, 1e-4))]
+                           for x, r in zip(values, (1, 3, 2))])
+    t = ablations.one_change(tuning).set_index("variant")["differs from decoupled in"]
     assert list(t.index) == list(ablations.VARIANTS)
-    assert t["no_value"] == "model = no_value" and t["loss_vse"] == "loss = vse"
-    assert t["local_consistency"] == "model = local_consistency; model_overrides = {'aux_weight': 10.0}"
-    assert t["word_diversity"].endswith("{'aux_weight': 0.1}") and t["pretrained"].startswith("init_from = ")
+    assert t["no_value"] == "model = no_value"
+    assert set(t["loss_vse"].split("; ")) == {"lr = 3e-05", "loss = vse"}      # a learning rate no search chose
+    assert t["local_consistency"] == "model = local_consistency; model_overrides = {'aux_weight': 0.3}"
+    assert t["word_diversity"].endswith("{'aux_weight': 0.3}") and t["pretrained"].startswith("init_from = ")
     assert t["logits_features"].startswith("image_features = ")
 
 

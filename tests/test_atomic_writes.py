@@ -40,12 +40,13 @@ def test_the_text_helpers_write_whole_files(tmp_path, landed):
 def test_results_and_table_are_written_atomically_and_as_before(tmp_path, landed):
     results = pd.DataFrame({"model": ["joint"], "metric": ["rsum"], "mean": [300.0], "std": [1.0], "lo": [298.0],
                             "hi": [302.0], "seeds": [3]})
-    claims = pd.DataFrame({"metric": ["rsum"], "reading": ["points"], "primary": [True], "difference": [1.0],
-                           "lo": [-1.0], "hi": [3.0], "verdict": ["inconclusive"]})
+    claims = pd.DataFrame({"A": ["decoupled"], "B": ["joint_words"], "metric": ["rsum"], "reading": ["points"],
+                           "primary": [True], "difference": [1.0], "lo": [-1.0], "hi": [3.0],
+                           "verdict": ["inconclusive"]})
     factorial = pd.DataFrame({"comparison": ["flow"], "changes": ["a"], "difference": [1.0], "lo": [-1.0],
                               "hi": [3.0], "verdict": ["no credible difference"]})
     table = evaluation.write_results(results, claims, factorial, tmp_path / "results")
-    assert sorted(landed) == ["claims.json", "factorial.json", "provenance.json", "retrieval.json", "table.md"]
+    assert sorted(landed) == ["claims.json", "comparisons.json", "provenance.json", "retrieval.json", "table.md"]
     assert table.read_text() == evaluation.markdown_table(results, claims, factorial) + "\n"
     assert (tmp_path / "results" / "claims.json").read_text() == claims.to_json(orient="records", indent=1)
 
@@ -58,9 +59,15 @@ def test_history_and_config_of_a_run_are_written_atomically(tmp_path, landed):
 
 
 def test_the_search_table_is_written_atomically(tmp_path, landed, monkeypatch):
-    monkeypatch.setattr(search, "search_table", lambda budget: tmp_path / f"search-{budget}.csv")
-    search.write_search(pd.DataFrame({"model": ["dual"], "lr": [1e-3]}), "cpu")
-    assert landed == ["search-cpu.csv"]
+    monkeypatch.setattr(search, "grid_table", lambda budget: tmp_path / f"search-grid-{budget}.csv")
+    monkeypatch.setattr(search, "run_all", lambda cfgs, feats, rank: None)
+    monkeypatch.setattr(search, "train_run", lambda cfg, feats: None)
+    monkeypatch.setattr(search, "trial_row", lambda cfg, result: {
+        "model": cfg.model, "lr": cfg.lr, "init_temperature": cfg.model_overrides["init_temperature"],
+        "val rsum": 100.0 + (cfg.lr == 1e-3) + (cfg.model_overrides["init_temperature"] == 0.1),
+        "recipe": search.recipe_id(cfg)})
+    search.bracketing_search(None, ["dual"], "cpu", log=lambda *a: None)   # the middle wins: no growth
+    assert set(landed) == {"search-grid-cpu.csv"}
 
 
 def test_recording_a_reference_is_atomic(tmp_path, landed, monkeypatch):

@@ -72,9 +72,9 @@ def test_split_sizes_and_disk():
 
 
 def test_runs_per_model_counts_the_shared_seed0_run():
-    counts = scale_plan.runs_per_model()
-    assert counts.loc["decoupled"].tolist() == [4, 5, 8] and counts.loc["dual"].tolist() == [4, 3, 6]
-    assert counts.comparison.sum() == 25 and counts.distinct.sum() == 46
+    counts, n = scale_plan.runs_per_model(), len(scale_plan.grid_trials(scale_plan.search_grid()))
+    assert counts.loc["decoupled"].tolist() == [n, 5, n + 4] and counts.loc["dual"].tolist() == [n, 3, n + 2]
+    assert counts.comparison.sum() == 4 * 5 + 3 * 3 and counts.distinct.sum() == 7 * (n - 1) + 29
 
 
 def _table(batch=256):
@@ -112,7 +112,8 @@ def test_per_run_and_campaign_arithmetic():
     per_run = train["CPU h"] + runs.loc["validate", "CPU h"]
     want = extract["CPU h"].sum() + 3 * per_run + 3 * runs.loc["score 5K test", "CPU h"]
     assert total.loc[3, "CPU h"] == pytest.approx(want)
-    assert total.loc[6, "CPU h"] == pytest.approx(want + 3 * per_run)
+    n = len(scale_plan.grid_trials(scale_plan.search_grid()))           # the search's trials per model
+    assert total.loc[n + 2, "CPU h"] == pytest.approx(want + (n - 1) * per_run)
 
 
 def test_plan_refuses_a_table_at_another_batch():

@@ -322,6 +322,12 @@ def test_honest_rate_difference_pairs_columns_and_covers_a_known_gap():
     b = runs(0.6, 3)
     same = intervals.honest_rate_difference(a, "hit", b, "hit")
     assert same["lo"] < 0 < same["hi"] and same["seeds_b"] == 3
+    for res, level in ((r, 0.95), (same, 0.95)):                   # p < 1 - level exactly when 0 is outside
+        assert (res["p"] < 1 - level) == (res["lo"] > 0 or res["hi"] < 0)
+    for level in (0.9, 0.99, 1 - 0.05 / 6):                         # a Bonferroni level is just a wider interval
+        at = intervals.honest_rate_difference(a, "hit", None, "baseline", level=level)
+        assert (at["p"] < 1 - level) == (at["lo"] > 0) and at["p"] == pytest.approx(r["p"])
+    assert intervals.honest_rate_difference(a, "hit", None, "baseline", level=0.99)["lo"] < r["lo"]
     with pytest.raises(ValueError, match="same cases"):
         intervals.honest_rate_difference(a, "hit", [df.iloc[3:] for df in b], "hit")
     with pytest.raises(ValueError, match="no cases to compare"):

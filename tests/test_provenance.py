@@ -18,8 +18,9 @@ from helpers.pipeline.recipes import MODEL_NAMES, seeds_for
 def tables(models=MODEL_NAMES, seeds=None):
     results = pd.DataFrame([{"model": m, "metric": "rsum", "mean": 300.0, "std": 1.0, "lo": 298.0, "hi": 302.0,
                              "seeds": len(seeds_for(m)) if seeds is None else seeds} for m in models])
-    claims = pd.DataFrame({"metric": ["rsum"], "reading": ["points"], "primary": [True], "difference": [1.0],
-                           "lo": [-1.0], "hi": [3.0], "verdict": ["inconclusive"]})
+    claims = pd.DataFrame({"A": ["decoupled"], "B": ["joint_words"], "metric": ["rsum"], "reading": ["points"],
+                           "primary": [True], "difference": [1.0], "lo": [-1.0], "hi": [3.0],
+                           "verdict": ["inconclusive"]})
     factorial = pd.DataFrame({"comparison": ["a vs b"], "changes": ["flow"], "difference": [1.0], "lo": [-1.0],
                               "hi": [3.0], "verdict": ["no credible difference"]})
     return results, claims, factorial

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers.features import synthetic_featureset
-from helpers.pipeline import evaluation, recipes, runs
+from helpers.pipeline import evaluation, recipes, runs, verdicts
 
 
 @pytest.fixture
@@ -32,27 +32,31 @@ def test_runs_and_rankings_are_reused(feats, tmp_path):
     assert np.array_equal(again["decoupled"][1]["cap_rank"], ranks["decoupled"][1]["cap_rank"])
 
 
-def test_claims_and_factorial_tables_follow_the_intervals():
+def test_claims_and_comparison_tables_follow_the_intervals():
     rng = np.random.default_rng(0)
     caption_image = np.repeat(np.arange(100), 5)
     good = [(np.zeros(100, dtype=int), np.zeros(500, dtype=int))] * 3           # every query right at rank 0
     bad = [(rng.integers(0, 50, 100), rng.integers(0, 50, 500)) for _ in range(3)]
     ranks = {name: [{"img_rank": i, "cap_rank": c} for i, c in runs]
-             for name, runs in {"decoupled": good, "joint": bad, "dual_words": good, "blog": bad}.items()}
+             for name, runs in {"decoupled": good, "joint_words": bad, "joint": bad, "dual_words": good,
+                                "blog": bad}.items()}
     claims = evaluation.claims_table(ranks, caption_image, n_boot=200)
-    assert len(claims) == len(evaluation.READINGS) and claims.primary.sum() == 1
+    assert len(claims) == 2 * len(evaluation.READINGS) and claims.primary.sum() == 1
     primary = claims[claims.primary].iloc[0]
-    assert (primary.metric, primary.reading) == ("rsum", "relative %")
+    assert (primary.A, primary.B, primary.metric, primary.reading) == ("decoupled", "joint_words", "rsum", "relative %")
     assert primary["lo"] > evaluation.CLAIMED_GAIN and primary["verdict"] == "supported"
-    factorial = evaluation.factorial_table(ranks, caption_image, n_boot=200)
-    by = factorial.set_index("comparison")
+    assert set(claims[claims.B == "joint"].pair) == {"the blog's sentence: flow and head"}
+    without = evaluation.claims_table({k: v for k, v in ranks.items() if k != "joint"}, caption_image, n_boot=50)
+    assert len(without) == len(evaluation.READINGS)                     # a pair lacking a model is left out
+    comparisons = verdicts.family_table(ranks, caption_image, n_boot=200)
+    by = comparisons.set_index("comparison")
     assert by.loc["decoupled vs dual_words", "difference"] == 0
     assert by.loc["decoupled vs dual_words", "verdict"] == "no credible difference"
     assert by.loc["blog vs decoupled", "verdict"] == "A credibly worse"
-    assert len(by) == 2                                               # only pairs with both models
     results = evaluation.results_table(ranks, caption_image, n_boot=50)
-    table = evaluation.markdown_table(results, claims, factorial)
-    assert "rsum, relative % (primary)" in table and "blog vs decoupled" in table
+    table = evaluation.markdown_table(results, claims, comparisons)
+    assert "decoupled vs joint_words, rsum, relative % (the primary test)" in table and "blog vs decoupled" in table
+    assert "Holm within the family" in table
 
 
 def test_unknown_budget_is_rejected():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers.config import Paths
-from helpers.pipeline import recipes, search
+from helpers.pipeline import recipes, runs, search
 from helpers.train import MAX_LOGIT_SCALE, TrainConfig, TrainResult
 
 
@@ -97,9 +97,9 @@ def test_a_table_that_is_not_the_searchs_is_refused(tmp_path):
 
 def test_a_run_that_ends_at_the_cap_but_patience_epochs_after_its_best_stopped_by_patience():
     cfg = TrainConfig(epochs=20, patience=3)
-    assert search.stopped_by(17, 20, cfg) == "patience"
-    assert search.stopped_by(19, 20, cfg) == "epoch cap"
-    assert search.stopped_by(5, 8, cfg) == "patience"
+    assert runs.stopped_by(17, 20, cfg) == "patience"
+    assert runs.stopped_by(19, 20, cfg) == "epoch cap"
+    assert runs.stopped_by(5, 8, cfg) == "patience"
 
 
 def synthetic_trials():
@@ -120,8 +120,8 @@ def test_the_convergence_summary_and_the_search_sentence_come_from_the_rows():
     assert summary.loc["a"].tolist() == [9, 6, 3, "8-20", "-1.0 to +0.5", "0.010-0.100"]
     sentence = search.search_sentence(table, grid)
     assert sentence.startswith("Every model had the same 9 trials (lr {0.0001, 0.0003, 0.001} x init_temperature "
-                               "{0.01, 0.03, 0.1}); 1 of 2 choices are interior on both axes, and `b` "
-                               "(init_temperature at its ladder's end)")
+                               "{0.01, 0.03, 0.1}); 1 of 2 choices are interior on both axes; not interior, but "
+                               "where the grid cannot grow: `b` (init_temperature at its ladder's end)")
     assert "6 of 18 trials ended at the epoch cap still within patience of their best; none of them" in sentence
     capped = table.assign(**{"stopped by": ["epoch cap"] * len(table)})
     assert search.search_sentence(capped, grid).endswith("of the choices, `a`, `b`.")

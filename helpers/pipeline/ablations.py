@@ -1,17 +1,15 @@
 """Notebook 08's runs and tables: the blog's bugs and the readers' proposals, each as one change to `decoupled`,
-the weight sweep of every added loss term, and the data-scale curve.
+the readers' proposals at their best, and the data-scale curve.
 
-Every variant is `decoupled`'s training configuration (the setting 05's search chose for it) with exactly
-one field changed (`variant_config`); the models are in `helpers.models`, the added losses in
-`helpers.losses`, the pre-training in `helpers.pretraining`. The runs are costly (54), so `make ablations`
-(`python -m helpers ablations`, `reproduce_ablations`) trains them outside the tests and commits three
-files beside the notebooks: the sweep, one row per run, every run's test ranks. Notebook 08 reads them
-(`load_committed`) and retrains one variant to check them.
-
-The tuned design (`tune_all`, `reproduce_tuned_ablations`) gives the readers' proposals their best: each added
-term's weight, the SimCLR epochs and each changed loss's learning rate grown along a ladder until the choice is
-interior, the same trials for each, every trial written to a committed, resumable table (`tuning_file`), every
-run's convergence in another (`convergence_table`), and 08's sentences about them built from the tables.
+Every variant is `decoupled`'s training configuration (the setting 05's search chose for it) with one field
+changed (`variant_config`); the models are in `helpers.models`, the added losses in `helpers.losses`, the
+pre-training in `helpers.pretraining`. Each proposal that adds something with no default (a term's weight, the
+SimCLR epochs, a changed loss's learning rate) is tuned first on seed 0 and validation rSum, along a ladder
+until its choice is interior, the same trials for each (`tune_all`); then every variant at its choice and the
+data-scale curve train with 3 seeds. The runs are costly, so `make ablations` (`python -m helpers reproduce
+--ablations`, `reproduce_ablations`) trains them outside the tests and commits three files beside the
+notebooks (`committed_files`): every tuning trial (resumable), every run's convergence, every run's test ranks.
+Notebook 08 reads them (`load_committed`), builds its sentences from them, and retrains one variant to check them.
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from ..pretraining import pretrain_projections
 from ..train import TrainConfig, TrainResult, make_model
 from .feature_cache import load_course_features
 from .recipes import run_dir, seeds_for, train_config
-from .runs import course_run, rank_run, train_run
+from .runs import course_run, curve_convergence, rank_run, train_run
 
 BASELINE = "decoupled"
 # variant -> (group, what changes against `decoupled`, the TrainConfig fields that change)
@@ -48,7 +46,6 @@ VARIANTS = {
     "masked_reconstruction": ("readers' proposals", "+ masked cross-modal reconstruction",
                               dict(model="masked_reconstruction")),
 }
-AUX_WEIGHTS = (0.1, 1.0, 10.0)            # the sweep of each added term's weight (seed 0, validation rSum)
 SEEDS = (0, 1, 2)
 SCALE_MODELS = ("dual", "decoupled", "joint")
 SCALE_FRACTIONS = (0.25, 0.5, 1.0)        # 1.0 is notebook 06's runs
@@ -74,7 +71,7 @@ def variant_config(variant: str, budget: str = "cpu", seed: int = 0, aux_weight:
     cfg = train_config(BASELINE, budget, seed)
     if swept(variant):
         if aux_weight is None:
-            raise ValueError(f"{variant} needs aux_weight (the sweep's choice: `chosen_weight`)")
+            raise ValueError(f"{variant} needs aux_weight (its tuning's choice: `tuned_value`)")
         change["model_overrides"] = {**cfg.model_overrides, "aux_weight": aux_weight}
     if "init_from" in change:
         change["init_from"] = pretrained_projections(budget, seed)
@@ -93,42 +90,12 @@ def pretrain(cfg: TrainConfig, feats: dict[str, FeatureSet], epochs: int | None 
     save_checkpoint({k: v for k, v in model.state_dict().items() if k.startswith(("image_proj", "text_proj"))}, path)
 
 
-def train_variant(variant: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0,
-                  aux_weight: float | None = None) -> TrainResult:
-    """Train (or reuse) one run of a variant; `pretrained` pre-trains its projections first (once per seed)."""
-    cfg = variant_config(variant, budget, seed, aux_weight)
-    if cfg.init_from:
-        pretrain(cfg, feats)
-    return train_run(cfg, feats)
-
-
-def sweep(variant: str, feats, budget: str = "cpu") -> pd.DataFrame:
-    """Seed 0 of a swept variant at every AUX_WEIGHTS -> weight, best val rSum, the term's share of the
-    training loss at the best epoch (%), best epoch."""
-    rows = []
-    for w in AUX_WEIGHTS:
-        result = train_variant(variant, feats, budget, 0, w)
-        best = result.history.loc[result.history.epoch == result.best["epoch"]].iloc[0]
-        rows.append({"variant": variant, "weight": w, "val rsum": best["rsum"],
-                     "share of loss %": 100 * best[variant] / best["train_loss"], "best epoch": result.best["epoch"],
-                     "epochs": len(result.history)})
-    return pd.DataFrame(rows)
-
-
-def chosen_weight(table: pd.DataFrame, variant: str) -> float:
-    """The sweep's weight with the best validation rSum."""
-    rows = table[table.variant == variant]
-    return float(rows.loc[rows["val rsum"].idxmax(), "weight"])
-
-
-def one_change(sweep_table: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
-    """Per variant: what differs from `decoupled`'s training configuration (seed 0), field by field."""
-    rows = []
-    for name, (group, change, how) in VARIANTS.items():
-        weight = chosen_weight(sweep_table, name) if swept(name) else None
-        rows.append({"group": group, "variant": name, "change": change,
-                     "differs from decoupled in": differences(variant_config(name, budget, 0, weight), budget)})
-    return pd.DataFrame(rows)
+def one_change(tuning: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
+    """Per variant: what its seed-0 run under the tuned design (`tuned_config`) changes against `decoupled`'s
+    training configuration, field by field."""
+    return pd.DataFrame([{"group": group, "variant": name, "change": change,
+                          "differs from decoupled in": differences(tuned_config(name, tuning, budget, 0), budget)}
+                         for name, (group, change, _) in VARIANTS.items()])
 
 
 def differences(cfg: TrainConfig, budget: str = "cpu") -> str:
@@ -151,91 +118,39 @@ def scale_config(model: str, fraction: float, budget: str = "cpu", seed: int = 0
     return train_config(model, budget, seed, train_fraction=fraction)
 
 
-def all_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", seeds=SEEDS, sweep_table: pd.DataFrame | None = None
-              ) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
-    """Train (or reuse) every variant (swept ones at their chosen weight) and every point of the data-scale
-    curve, and rank the 1K test set -> ({variant: [ranks per seed]}, {(model, fraction): [ranks per seed]})."""
-    variants = {}
-    for name in VARIANTS:
-        weight = chosen_weight(sweep_table, name) if swept(name) else None
-        variants[name] = []
-        for s in seeds:
-            train_variant(name, feats, budget, s, weight)
-            variants[name].append(rank_run(variant_config(name, budget, s, weight), feats))
-    return variants, scale_ranks(feats, budget, seeds)
-
-
-def scale_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", seeds=SEEDS) -> dict[tuple[str, float], list[dict]]:
-    """Train (or reuse) every point of the data-scale curve and rank the 1K test set -> {(model, fraction): [ranks per seed]}."""
-    scale = {}
-    for model in SCALE_MODELS:
-        for f in SCALE_FRACTIONS:
-            scale[model, f] = []
-            for s in seeds:
-                cfg = scale_config(model, f, budget, s)
-                train_run(cfg, feats)
-                scale[model, f].append(rank_run(cfg, feats))
-    return scale
-
-
-def run_log(sweep_table: pd.DataFrame, budget: str = "cpu") -> pd.DataFrame:
-    """One row per run of `make ablations` (sweep, variants, the scale curve's new points), from its
-    history.csv: epochs trained, best epoch, training seconds (validation included), whether its best epoch
-    came before its last (converged by the course's rule), and how much its best validation rSum gained in
-    its last 3 epochs (0 when it stopped early). A swept variant's seed-0 run at its chosen weight is both a
-    sweep run and a variant run: "sweep + variant"."""
-    runs: dict[Path, dict] = {}
-
-    def add(kind, cfg, run, weight=np.nan, fraction=1.0):
-        folder = run_dir(cfg)
-        if folder in runs:
-            runs[folder]["kind"] = "sweep + variant"
-        else:
-            runs[folder] = {"kind": kind, "run": run, "weight": weight, "fraction": fraction, "seed": cfg.seed}
-
-    for variant in (v for v in VARIANTS if swept(v)):
-        for w in AUX_WEIGHTS:
-            add("sweep", variant_config(variant, budget, 0, w), variant, w)
-    for variant in VARIANTS:
-        weight = chosen_weight(sweep_table, variant) if swept(variant) else None
-        for s in SEEDS:
-            add("variant", variant_config(variant, budget, s, weight), variant, np.nan if weight is None else weight)
-    for model in SCALE_MODELS:
-        for f in (f for f in SCALE_FRACTIONS if f < 1):
-            for s in SEEDS:
-                add("scale", scale_config(model, f, budget, s), model, fraction=f)
-    rows = []
-    for folder, row in runs.items():
-        if not (folder / "history.csv").is_file():
-            continue
-        h = pd.read_csv(folder / "history.csv")
-        rows.append({**row, "epochs": len(h), "best epoch": int(h.loc[h.rsum.idxmax(), "epoch"]),
-                     "training s": float(h.seconds.sum()),
-                     "gain in last 3 epochs": float(h.rsum.max() - h.rsum.iloc[:-3].max()) if len(h) > 3 else np.nan})
-    log = pd.DataFrame(rows)
-    if len(log):
-        log["best before last"] = log["best epoch"] < log["epochs"]
-    return log
-
-
 # ----------------------------------------------------------------------------- the tables
 
 def _pairs(runs: list[dict]) -> list[tuple]:
     return [(r["img_rank"], r["cap_rank"]) for r in runs]
 
 
-def ablation_table(variants: dict[str, list[dict]], baseline: list[dict], caption_image, n_boot: int = 1000
-                   ) -> pd.DataFrame:
-    """Every variant against `decoupled` on test rSum: points with a 95% interval (`intervals.honest_difference`:
-    test images resampled with their captions, plus a Student-t seed term) and the verdict."""
+def ablation_table(variants: dict[str, list[dict]], baseline: list[dict], caption_image, n_boot: int = 1000,
+                   alpha: float = 0.05) -> pd.DataFrame:
+    """Every variant against `decoupled` on test rSum: points with a 95% interval and two-sided p
+    (`intervals.honest_test`: test images resampled with their captions, plus a Student-t seed term), Holm's
+    correction within each group (the blog's bugs; the readers' proposals: `intervals.holm`) and the verdict
+    from it: "better" / "credibly worse" when Holm rejects, "not credible after Holm" when the raw interval
+    excludes 0 but Holm does not, else "no credible difference"."""
     rows, order = [], list(VARIANTS)
     for name, runs in sorted(variants.items(), key=lambda kv: order.index(kv[0])):   # the course's order
-        d = intervals.honest_difference(_pairs(runs), _pairs(baseline), caption_image, n_boot=n_boot).loc["rsum"]
+        t = intervals.honest_test([(1, _pairs(runs)), (-1, _pairs(baseline))], caption_image, n_boot=n_boot,
+                                  level=1 - alpha)
         group, change, _ = VARIANTS[name]
-        rows.append({"group": group, "variant": name, "change": change, "seeds": len(runs), "rsum": d["A"],
-                     "baseline rsum": d["B"], "difference": d["diff"], "lo": d["lo"], "hi": d["hi"],
-                     "verdict": metrics.verdict(d["lo"], d["hi"]).replace("A ", "")})
-    return pd.DataFrame(rows)
+        rows.append({"group": group, "variant": name, "change": change, "seeds": len(runs), "rsum": t["means"][0],
+                     "baseline rsum": t["means"][1], "difference": t["estimate"], "lo": t["lo"], "hi": t["hi"],
+                     "p": t["p"]})
+    table = pd.DataFrame(rows, columns=["group", "variant", "change", "seeds", "rsum", "baseline rsum", "difference",
+                                        "lo", "hi", "p"])
+    table["p_holm"], table["correction"], table["verdict"] = np.nan, "", ""
+    for group, idx in table.groupby("group", sort=False).groups.items():
+        part = table.loc[idx]
+        adjusted, reject = intervals.holm(part["p"], alpha)
+        table.loc[idx, "p_holm"] = adjusted
+        table.loc[idx, "correction"] = f"Holm within {group} ({len(idx)})"
+        table.loc[idx, "verdict"] = [("better" if d > 0 else "credibly worse") if r else
+                                     "not credible after Holm" if lo > 0 or hi < 0 else "no credible difference"
+                                     for d, lo, hi, r in zip(part["difference"], part["lo"], part["hi"], reject)]
+    return table
 
 
 def scale_table(scale: dict[tuple[str, float], list[dict]], caption_image, n_boot: int = 1000) -> pd.DataFrame:
@@ -279,9 +194,10 @@ def gap_table(scale: dict[tuple[str, float], list[dict]], caption_image, n_boot:
     return pd.DataFrame(rows)
 
 
-def tables(sweep_table: pd.DataFrame, variants: dict, scale: dict, baseline: list[dict], caption_image) -> dict:
-    """The three tables of 08 (and of results/ablations.md), from the runs' test ranks."""
-    return {"Sweeps (seed 0, validation)": sweep_table,
+def tables(tuning: pd.DataFrame, variants: dict, scale: dict, baseline: list[dict], caption_image) -> dict:
+    """The tables of 08 (and of results/ablations.md): the tuning and, from the runs' test ranks, the variants,
+    the data scale and how the gaps move with it."""
+    return {"Tuning (seed 0, validation)": tuning_summary(tuning),
             f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, caption_image),
             "Data scale (test rSum)": scale_table(scale, caption_image),
             "How the gaps move with data (test rSum)": gap_table(scale, caption_image)}
@@ -297,13 +213,6 @@ def write_tables(tables: dict[str, pd.DataFrame], name: str = "ablations.md") ->
 
 
 # ----------------------------------------------------------------------------- the committed files
-
-def committed_files(budget: str = "cpu") -> dict[str, Path]:
-    """The files `make ablations` commits beside the notebooks: the sweep, the run log, every run's test ranks."""
-    return {"sweep": PATHS.notebooks / f"ablations-sweep-{budget}.csv",
-            "runs": PATHS.notebooks / f"ablations-runs-{budget}.csv",
-            "ranks": PATHS.notebooks / f"ablations-ranks-{budget}.npz"}
-
 
 def save_ranks(variants: dict, scale: dict, path: Path, runs: dict | None = None) -> None:
     """Every run's test ranks in one .npz: 'variant|name|seed|img' / '|cap', 'scale|model|fraction|seed|...'.
@@ -349,39 +258,6 @@ def committed_runs(path: Path) -> dict[str, dict]:
                 for k in z.files if k.endswith("|run")}
 
 
-def load_committed(budget: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
-    """The committed outputs of `make ablations` -> (sweep table, run log, {variant: ranks per seed},
-    {(model, fraction): ranks per seed}); a clear error when one is missing."""
-    files = committed_files(budget)
-    for f in files.values():
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} is missing: it is committed with the course, so restore it "
-                                    f"(`git checkout -- {f.parent.name}/{f.name}`) or recompute it with "
-                                    f"`make ablations` (54 runs: about 1.2 h of training on a 2-core CPU, plus ranking each on the test set)")
-    variants, scale = load_ranks(files["ranks"])
-    return pd.read_csv(files["sweep"]), pd.read_csv(files["runs"]), variants, scale
-
-
-def reproduce_ablations(budget: str = "cpu") -> Path:
-    """Everything 08 shows, outside the tests: the weight sweeps, every variant and every point of the
-    data-scale curve with 3 seeds, ranked on the 1K test set. Writes the sweep table, the run log and the
-    ranks to notebooks/ (committed, read by 08) and the tables to results/ablations.md."""
-    feats = load_course_features(progress=True)
-    files = committed_files(budget)
-    table = pd.concat([sweep(v, feats, budget) for v in VARIANTS if swept(v)], ignore_index=True)
-    with atomic_path(files["sweep"]) as tmp:
-        table.to_csv(tmp, index=False)
-    variants, scale = all_ranks(feats, budget, SEEDS, table)
-    save_ranks(variants, scale, files["ranks"])
-    with atomic_path(files["runs"]) as tmp:
-        run_log(table, budget).to_csv(tmp, index=False)
-    baseline = []
-    for s in seeds_for(BASELINE):
-        course_run(BASELINE, feats, budget, s)
-        baseline.append(rank_run(train_config(BASELINE, budget, s), feats))
-    return write_tables(tables(table, variants, scale, baseline, feats["test"].caption_image))
-
-
 # ----------------------------------------------------------------------------- the tuned design
 
 # The readers' proposals at their best, with the same trials for each. Every proposal that adds something with no
@@ -402,7 +278,7 @@ TUNED = {"loss_vse": "lr", "loss_pointwise": "lr", "pretrained": "pretrain_epoch
          "local_consistency": "aux_weight", "word_diversity": "aux_weight", "masked_reconstruction": "aux_weight"}
 LADDERS = {"aux_weight": WEIGHT_LADDER, "pretrain_epochs": EPOCHS_LADDER, "lr": LR_LADDER}
 TUNING_COLUMNS = ["variant", "tuned", "value", "val rsum", "best epoch", "epochs", "change over last 3 epochs",
-                  "stopped by", "run"]
+                  "stopped by", "share of loss %", "run"]
 
 
 def _rung(value: float, ladder) -> int:
@@ -477,12 +353,12 @@ def train_trial(variant: str, value: float, feats: dict[str, FeatureSet], budget
 
 
 def convergence(cfg: TrainConfig, history: pd.DataFrame) -> dict:
-    """A run's per-epoch history -> its best validation rSum, best epoch, stopping epoch, the validation
-    change over its last three epochs (last minus three epochs before) and what stopped it."""
-    rsum = history.rsum.to_numpy(dtype=float)
-    return {"val rsum": round(float(rsum.max()), 2), "best epoch": int(history.epoch.iloc[int(rsum.argmax())]),
-            "epochs": len(rsum), "change over last 3 epochs": round(float(rsum[-1] - rsum[-4]), 2) if len(rsum) >= 4 else np.nan,
-            "stopped by": "epoch cap" if len(rsum) >= cfg.epochs else "patience"}
+    """A run's per-epoch history -> `runs.curve_convergence` (one stopping rule for the whole course) and, for a
+    run with an added term, the term's share of the training loss at the best epoch in % (else NaN)."""
+    c = curve_convergence(cfg, history)
+    best = history.loc[history.epoch == c["best epoch"]].iloc[0]
+    share = 100 * best[cfg.model] / best["train_loss"] if cfg.model in history.columns else np.nan
+    return {**c, "share of loss %": round(float(share), 2)}
 
 
 def tuning_file(budget: str = "cpu") -> Path:
@@ -584,10 +460,10 @@ def tuned_configs(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS) -> lis
                    for f in SCALE_FRACTIONS if f < 1 for s in seeds]
 
 
-def tuned_all_ranks(feats: dict[str, FeatureSet], tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS,
-                    path: Path | None = None) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
-    """`all_ranks` under the tuned design: every variant (tuned ones at their choice) and the data-scale curve,
-    trained or reused, ranked on the 1K test set -> ({variant: [ranks per seed]}, {(model, fraction): [...]}).
+def all_ranks(feats: dict[str, FeatureSet], tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS,
+              path: Path | None = None) -> tuple[dict[str, list[dict]], dict[tuple[str, float], list[dict]]]:
+    """Every variant (tuned ones at their choice) and the data-scale curve, trained or reused, ranked on the 1K
+    test set -> ({variant: [ranks per seed]}, {(model, fraction): [ranks per seed]}).
 
     With `path` (the committed ranks file), resumable across machines: a run whose ranks are there under the same
     run folder name is read, not retrained, and the file is rewritten after every run that had to train."""
@@ -630,15 +506,15 @@ def _grouped(jobs, got: dict) -> tuple[dict[str, list[dict]], dict[tuple[str, fl
 
 
 def convergence_table(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS, path: Path | None = None) -> pd.DataFrame:
-    """Every run of the tuned design, each once: its kind ("tuning", "seed run", "tuning + seed run" for a seed-0
-    run at the chosen value, "scale"), name, seed, what it tunes and the value, its stopping epoch, best epoch,
-    validation change over its last three epochs and what stopped it. Tuning trials come from the tuning
-    table; the other runs from their folders' history.csv or, for a run with no folder here, from its
+    """Every run of `make ablations`, each once: its kind ("tuning", "seed run", "tuning + seed run" for a seed-0
+    run at the chosen value, "scale"), name, seed, training fraction, what it tunes and the value, its stopping
+    epoch, best epoch, validation change over its last three epochs and what stopped it. Tuning trials come from
+    the tuning table; the other runs from their folders' history.csv or, for a run with no folder here, from its
     validation curve in the ranks file `path` (RuntimeError if it is in neither: it has not been trained)."""
     kept = ("epochs", "best epoch", "change over last 3 epochs", "stopped by")
     curves = {run["name"]: run["rsum"] for run in (committed_runs(path) if path is not None else {}).values()}
-    rows = {r["run"]: {"kind": "tuning", "name": r["variant"], "seed": 0, "tuned": r["tuned"], "value": r["value"],
-                       **{k: r[k] for k in kept}} for r in tuning.to_dict("records")}
+    rows = {r["run"]: {"kind": "tuning", "name": r["variant"], "seed": 0, "fraction": 1.0, "tuned": r["tuned"],
+                       "value": r["value"], **{k: r[k] for k in kept}} for r in tuning.to_dict("records")}
     for kind, name, cfg in tuned_configs(tuning, budget, seeds):
         folder = run_dir(cfg)
         if folder.name in rows:
@@ -651,9 +527,10 @@ def convergence_table(tuning: pd.DataFrame, budget: str = "cpu", seeds=SEEDS, pa
             c = convergence(cfg, pd.DataFrame({"epoch": np.arange(1, len(rsum) + 1), "rsum": rsum}))
         else:
             raise RuntimeError(f"{folder} has no history.csv: the {kind} {name}, seed {cfg.seed}, has not been trained; "
-                               "train the tuned design first (`reproduce_tuned_ablations`)")
+                               "train them first (`make ablations`)")
         tuned = kind == "seed run" and name in TUNED
-        rows[folder.name] = {"kind": kind, "name": name, "seed": cfg.seed, "tuned": TUNED[name] if tuned else "",
+        rows[folder.name] = {"kind": kind, "name": name, "seed": cfg.seed, "fraction": cfg.train_fraction,
+                             "tuned": TUNED[name] if tuned else "",
                              "value": tuned_value(tuning, name) if tuned else np.nan, **{k: c[k] for k in kept}}
     return pd.DataFrame([{**row, "run": run} for run, row in rows.items()])
 
@@ -670,16 +547,16 @@ def _counts(summary: pd.DataFrame, variants) -> str:
     return ", ".join(f"`{v}` {k}" for v, k in n.items()) + " runs"
 
 
-def verdict_sentence(claims: pd.DataFrame, factorial: pd.DataFrame) -> str:
-    """Notebook 06's tables (`evaluation.claims_table`, `evaluation.factorial_table`) -> the sentence 08 opens
-    with: which way `decoupled` differs from `joint` (the primary reading's interval) and the blog's module
-    from `decoupled` (its factorial verdict), e.g. "... credibly *worse* than `joint`, and the blog's module
-    as written worse again."."""
+def verdict_sentence(claims: pd.DataFrame, comparisons: pd.DataFrame) -> str:
+    """Notebook 06's tables (`evaluation.claims_table`, `verdicts.family_table`) -> the sentence 08 opens
+    with: which way `decoupled` differs from the primary's B (the primary reading's interval) and the blog's
+    module from `decoupled` (its corrected verdict), e.g. "... credibly *worse* than `joint_words`, and the
+    blog's module as written worse again."."""
     primary = claims[claims.primary]
-    blog = factorial[factorial.comparison == "blog vs decoupled"]
+    blog = comparisons[comparisons.comparison == "blog vs decoupled"]
     if len(primary) != 1 or len(blog) != 1:
-        raise ValueError("need notebook 06's claims table with one primary row and its factorial table with the "
-                         "row 'blog vs decoupled' (evaluation.claims_table, evaluation.factorial_table)")
+        raise ValueError("need notebook 06's claims table with one primary row and its comparisons table with the "
+                         "row 'blog vs decoupled' (evaluation.claims_table, verdicts.family_table)")
     first = metrics.verdict(float(primary.lo.iloc[0]), float(primary.hi.iloc[0]))
     a, b = primary.A.iloc[0], primary.B.iloc[0]
     said = {"A credibly worse": f"credibly *worse* than `{b}`", "A better": f"credibly *better* than `{b}`",
@@ -687,18 +564,19 @@ def verdict_sentence(claims: pd.DataFrame, factorial: pd.DataFrame) -> str:
     second = blog.verdict.iloc[0]
     blog_said = ("worse again" if second == "A credibly worse" and first == "A credibly worse" else
                  {"A credibly worse": f"credibly worse than `{a}`", "A better": f"credibly better than `{a}`",
-                  "no credible difference": f"not credibly different from `{a}`"}[second])
+                  "no credible difference": f"not credibly different from `{a}`",
+                  "not credible after Holm": f"not credibly different from `{a}` after Holm's correction"}[second])
     return f"Notebook 06 found the corrected `{a}` model {said}, and the blog's module as written {blog_said}."
 
 
-def design_sentence(tuning: pd.DataFrame, search_table: pd.DataFrame) -> str:
+def design_sentence(tuning: pd.DataFrame, search: pd.DataFrame) -> str:
     """The tuning table and 05's search table -> what 08 says of its design: which variants get their own
     trials and how many runs each took, and what 05's search would cost per variant (its trials of `decoupled`)."""
     summary = tuning_summary(tuning)
     kinds = {what: [v for v in summary.variant if TUNED[v] == what] for what in LADDERS}
     if any(not names for names in kinds.values()):
         raise ValueError(f"the tuning table lacks trials of {[w for w, n in kinds.items() if not n]}: run `tune_all` first")
-    n_search = int((search_table.model == BASELINE).sum())
+    n_search = int((search.model == BASELINE).sum())
     names = ", ".join(f"`{v}`" for v in kinds["lr"])
     text = (f"What this design cannot show: a variant that would prefer another learning rate is judged at "
             f"`{BASELINE}`'s, except the changed losses ({names}), which get their own learning-rate trial "
@@ -718,45 +596,42 @@ def design_sentence(tuning: pd.DataFrame, search_table: pd.DataFrame) -> str:
     return text + "."
 
 
-# ----------------------------------------------------------------------------- the tuned design's files
+# ----------------------------------------------------------------------------- the committed files of `make ablations`
 
-def tuned_files(budget: str = "cpu") -> dict[str, Path]:
-    """The files `reproduce_tuned_ablations` commits beside the notebooks: every tuning trial, every run's
+def committed_files(budget: str = "cpu") -> dict[str, Path]:
+    """The files `reproduce_ablations` commits beside the notebooks: every tuning trial, every run's
     convergence, every run's test ranks."""
     return {"tuning": tuning_file(budget),
             "convergence": PATHS.notebooks / f"ablations-convergence-{budget}.csv",
-            "ranks": PATHS.notebooks / f"ablations-ranks-tuned-{budget}.npz"}
+            "ranks": PATHS.notebooks / f"ablations-ranks-{budget}.npz"}
 
 
-def load_tuned(budget: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
-    """The committed outputs of `reproduce_tuned_ablations` -> (tuning table, convergence table,
-    {variant: ranks per seed}, {(model, fraction): ranks per seed}); a clear error when one is missing."""
-    files = tuned_files(budget)
+def load_committed(budget: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """The committed outputs of `make ablations` -> (tuning table, convergence table, {variant: ranks per seed},
+    {(model, fraction): ranks per seed}); a clear error when one is missing."""
+    files = committed_files(budget)
     for f in files.values():
         if not f.is_file():
-            raise FileNotFoundError(f"{f} is missing: restore it (`git checkout -- {f.parent.name}/{f.name}`) or "
-                                    "recompute it with `reproduce_tuned_ablations` (the tuning, then every variant "
-                                    "and the data-scale curve with 3 seeds)")
+            raise FileNotFoundError(f"{f} is missing: it is committed with the course, so restore it "
+                                    f"(`git checkout -- {f.parent.name}/{f.name}`) or recompute it with `make ablations` "
+                                    "(the tuning, then every variant and the data-scale curve with 3 seeds: hours "
+                                    "on a 2-core CPU; it resumes where it stopped)")
     variants, scale = load_ranks(files["ranks"])
     return read_tuning(files["tuning"]), pd.read_csv(files["convergence"]), variants, scale
 
 
-def reproduce_tuned_ablations(budget: str = "cpu") -> Path:
-    """Everything of the tuned design, outside the tests: the tuning of every variant of `TUNED` (resumable from
-    the committed tuning table), every variant at its choice and the data-scale curve with 3 seeds, ranked on
-    the 1K test set. Writes the tuning, convergence and ranks files to notebooks/ (`tuned_files`) and the tables
-    to results/ablations-tuned.md."""
+def reproduce_ablations(budget: str = "cpu") -> Path:
+    """Everything 08 shows, outside the tests: the tuning of every variant of `TUNED` (resumable from the
+    committed tuning table), every variant at its choice and the data-scale curve with 3 seeds, ranked on the
+    1K test set (resumable from the committed ranks). Writes the tuning, convergence and ranks files to
+    notebooks/ (`committed_files`) and the tables to results/ablations.md."""
     feats = load_course_features(progress=True)
-    files = tuned_files(budget)
+    files = committed_files(budget)
     tuning = tune_all(feats, budget)
-    variants, scale = tuned_all_ranks(feats, tuning, budget, SEEDS, path=files["ranks"])
+    variants, scale = all_ranks(feats, tuning, budget, SEEDS, path=files["ranks"])
     write_csv(convergence_table(tuning, budget, path=files["ranks"]), files["convergence"], index=False)
     baseline = []
     for s in seeds_for(BASELINE):
         course_run(BASELINE, feats, budget, s)
         baseline.append(rank_run(train_config(BASELINE, budget, s), feats))
-    cap = feats["test"].caption_image
-    return write_tables({"Tuning (seed 0, validation)": tuning_summary(tuning),
-                         f"Variants vs {BASELINE} (test rSum)": ablation_table(variants, baseline, cap),
-                         "Data scale (test rSum)": scale_table(scale, cap),
-                         "How the gaps move with data (test rSum)": gap_table(scale, cap)}, "ablations-tuned.md")
+    return write_tables(tables(tuning, variants, scale, baseline, feats["test"].caption_image))

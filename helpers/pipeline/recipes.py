@@ -15,14 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import models
 from ..config import PATHS
 from ..train import TrainConfig
 
 # The factorial (flow x head, see helpers.models) and the blog's module as written.
 MODEL_NAMES = ("dual", "dual_words", "decoupled_pooled", "decoupled", "joint", "joint_words", "blog")
-HEADLINE = ("decoupled", "joint")      # the primary comparison: the blog's claim, its two models
-HEADLINE_SEEDS = (0, 1, 2, 3, 4)       # 5 seeds for the headline models
-OTHER_SEEDS = (0, 1, 2)                # 3 for the rest of the factorial
+PRIMARY = ("decoupled", "joint_words")  # 06's primary: the direction of flow alone, at the per-word head
+HEADLINE = ("decoupled", "joint")      # the blog's sentence ("decoupled vs traditional joint"): flow and head both change
+# 06's declared primary, decoupled vs joint_words (flow alone, per-word head), and its first secondary,
+# decoupled_pooled vs joint (flow alone, pooled head): 5 seeds for their four models, the power
+# `verdicts.primary_power` states; 3 for the rest of the factorial and the blog's module.
+FIVE_SEED_MODELS = ("decoupled", "joint_words", "decoupled_pooled", "joint")
+HEADLINE_SEEDS = (0, 1, 2, 3, 4)
+OTHER_SEEDS = (0, 1, 2)
 
 # One switch: the CPU budget (TrainConfig's defaults) runs in minutes on 2 cores; the GPU budget trains
 # longer on bigger batches. `epochs` is the most a run may take (its cosine schedule spans them); early
@@ -41,9 +47,6 @@ SCALE_BUDGETS = {
     "full": dict(epochs=30, patience=5, batch_size=512, lr=1e-3, device="auto", amp=True),
 }
 
-# The search (`helpers.pipeline.search`, `make search`): every model gets these trials, seed 0.
-GRID = {"lr": (1e-3, 3e-3), "init_temperature": (0.03, 0.1)}   # the temperature stays learnable
-
 # The bracketing search (`helpers.pipeline.search.bracketing_search`, `make search`): one grid shared by every
 # model, three values per axis to start; wherever a model's best trial sits on an edge of the grid, the grid grows by
 # the next value of that axis's ladder on that side, for every model (the same trials for all), until every model's
@@ -56,22 +59,45 @@ IDENTITY_LEFT_OUT = ("progress",)     # TrainConfig fields that do not change wh
 
 
 def seeds_for(model: str) -> tuple[int, ...]:
-    return HEADLINE_SEEDS if model in HEADLINE else OTHER_SEEDS
+    return HEADLINE_SEEDS if model in FIVE_SEED_MODELS else OTHER_SEEDS
 
 
-def trials() -> list[dict]:
-    """Every combination of `GRID` -> [{'lr': ..., 'init_temperature': ...}, ...] (4 trials)."""
-    return [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+def grid_trials(grid: dict) -> list[dict]:
+    """{'lr': (...), 'init_temperature': (...)} -> every combination, [{'lr': ..., 'init_temperature': ...}, ...]."""
+    return [dict(zip(grid, values)) for values in itertools.product(*(sorted(v) for v in grid.values()))]
 
 
-def search_table(budget: str) -> Path:
-    """The search's committed table for a budget: notebooks/search-<budget>.csv."""
-    return PATHS.notebooks / f"search-{budget}.csv"
+def grid_of(table: pd.DataFrame) -> dict:
+    """A search table -> its grid, {axis: the values tried}: every model gets the same grid."""
+    return {a: tuple(sorted(float(v) for v in table[a].unique())) for a in START_GRID}
 
 
 def grid_table(budget: str) -> Path:
     """The bracketing search's committed table (every trial, with its convergence): notebooks/search-grid-<budget>.csv."""
     return PATHS.notebooks / f"search-grid-{budget}.csv"
+
+
+def recipe_id(cfg: TrainConfig) -> str:
+    """What a trial's row was computed from: its run folder's name (the whole training configuration) and a
+    digest of its model's definition in `models.MODELS`, so a changed recipe or model makes the row stale."""
+    cls, settings = models.MODELS[cfg.model]
+    definition = f"{cls.__name__}:{sorted(settings.items())}"
+    return f"{run_dir(cfg).name}:{hashlib.sha256(definition.encode()).hexdigest()[:8]}"
+
+
+def searched(budget: str) -> pd.DataFrame:
+    """The committed search's trials that today's recipes would train the same way (a row whose recipe changed
+    since it was searched is left out), in the table's order; an empty table without a search."""
+    path = grid_table(budget)
+    if not path.is_file():
+        return pd.DataFrame(columns=["model", *START_GRID, "val rsum", "recipe"])
+    table = pd.read_csv(path)
+    if table.empty:
+        return table
+    current = [recipe_id(train_config(r.model, budget, seed=0,
+                                      setting={"lr": r.lr, "init_temperature": r.init_temperature})) == r.recipe
+               if r.model in models.MODELS else False for r in table.itertuples()]
+    return table[current]
 
 
 def chosen(table: pd.DataFrame) -> pd.DataFrame:
@@ -81,14 +107,12 @@ def chosen(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def chosen_setting(model: str, budget: str) -> dict | None:
-    """{'lr', 'init_temperature'} chosen for `model` under `budget`, or None without a search table."""
-    path = search_table(budget)
-    if not path.is_file():
+    """{'lr', 'init_temperature'} the search chose for `model` under `budget`, or None without a search of it."""
+    table = searched(budget)
+    table = table[table.model == model]
+    if table.empty:
         return None
-    table = chosen(pd.read_csv(path))
-    if model not in table.index:
-        return None
-    row = table.loc[model]
+    row = chosen(table).loc[model]
     return {"lr": float(row["lr"]), "init_temperature": float(row["init_temperature"])}
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from torch import nn
 
 from .. import metrics, models
@@ -61,15 +62,21 @@ def stopped_by(best_epoch: int, epochs: int, cfg: TrainConfig) -> str:
     return "patience" if cfg.patience and epochs - best_epoch >= cfg.patience else "epoch cap"
 
 
-def convergence(cfg: TrainConfig, result: TrainResult) -> dict:
-    """A finished run -> how it converged: its stopping epoch, best epoch and best validation rSum, the
-    validation change over its last three epochs (last minus three epochs before; NaN under four epochs),
-    what stopped it (`stopped_by`) and the temperature it learned (of the best epoch's weights)."""
-    rsum = result.history.rsum.to_numpy(dtype=float)
-    best = int(result.best["epoch"])
-    return {"epochs": len(rsum), "best epoch": best, "val rsum": round(float(result.best["rsum"]), 2),
+def curve_convergence(cfg: TrainConfig, history: pd.DataFrame) -> dict:
+    """A run's per-epoch history (columns epoch, rsum) -> how it converged: its stopping epoch, best epoch and
+    best validation rSum, the validation change over its last three epochs (last minus three epochs before;
+    NaN under four epochs) and what stopped it (`stopped_by`)."""
+    rsum = history.rsum.to_numpy(dtype=float)
+    best = int(history.epoch.iloc[int(rsum.argmax())])        # the first best, as `save_epoch` keeps it
+    return {"epochs": len(rsum), "best epoch": best, "val rsum": round(float(rsum.max()), 2),
             "change over last 3 epochs": round(float(rsum[-1] - rsum[-4]), 2) if len(rsum) >= 4 else float("nan"),
-            "stopped by": stopped_by(best, len(rsum), cfg),
+            "stopped by": stopped_by(best, len(rsum), cfg)}
+
+
+def convergence(cfg: TrainConfig, result: TrainResult) -> dict:
+    """A finished run -> `curve_convergence` of its history and the temperature it learned (of the best
+    epoch's weights)."""
+    return {**curve_convergence(cfg, result.history),
             "learned temperature": round(1 / result.model.logit_scale.exp().item(), 4)}
 
 
@@ -156,6 +163,12 @@ def evaluate_all(feats: dict[str, FeatureSet], model_names=MODEL_NAMES, seeds=No
                for name in model_names}
     run_all([cfg for runs in configs.values() for cfg in runs], feats, rank=True)
     return {name: [rank_run(cfg, feats) for cfg in runs] for name, runs in configs.items()}
+
+
+def convergence_table(configs: list[TrainConfig]) -> pd.DataFrame:
+    """Each finished run of `configs` -> one row: model, seed and `convergence` (from its folder; train them first)."""
+    return pd.DataFrame([{"model": cfg.model, "seed": cfg.seed, **convergence(cfg, load_result(run_dir(cfg)))}
+                         for cfg in configs])
 
 
 def load_runs(name: str, budget: str = "cpu", seeds=None) -> list[models.RetrievalModel]:

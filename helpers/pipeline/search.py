@@ -1,14 +1,10 @@
-"""The same search for every model: learning rate x initial temperature, chosen on validation.
-
-Every model gets the same grid (`recipes.GRID`: equal trials), seed 0, the budget's early stopping, and
-the trial with the best validation rSum is its setting. The search is costly (7 models x 4 trials), so it
-runs outside the tests (`make search`, or `python -m helpers search`) and writes
-`notebooks/search-<budget>.csv`, which is committed; `recipes.train_config` reads the chosen setting from
-it, and notebook 05 re-trains each chosen trial and checks it against the table (`recheck`).
+"""The search that chooses each model's learning rate and initial temperature on validation, the same for every model.
 
 `bracketing_search` is the search that brackets its choice: one grid shared by every model (`recipes.START_GRID`,
 three values per axis), grown on a side wherever a model's best trial sits on that edge (`extend`), for every
-model alike, until each choice is interior (`bracketed`). It writes every trial with its convergence (stopping
+model alike, until each choice is interior (`bracketed`). It is costly (7 models x 20 trials), so it runs outside
+the tests (`make search`); `recipes.train_config` reads each model's chosen setting from the committed table, and
+notebook 05 re-trains each chosen trial and checks it against its row (`recheck`). It writes every trial with its convergence (stopping
 epoch, the validation change over the last three epochs, the learned temperature) to
 `notebooks/search-grid-<budget>.csv` after each model's trials, and reuses the rows already there whose
 configuration is the same (`recipe_id`), so an interrupted search continues where it stopped, even from a fresh
@@ -16,44 +12,17 @@ clone that has only the committed table.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 
 import pandas as pd
 
-from .. import models
 from ..atomic import write_csv
 from ..checks import TOLERANCES
 from ..fast import parallel
 from ..train import TrainConfig, TrainResult
-from .recipes import GRID, LADDERS, START_GRID, chosen, grid_table, run_dir, search_table, train_config, trials
-from .runs import run_all, train_run
-
-
-def search(feats, model_names, budget: str = "cpu") -> pd.DataFrame:
-    """Train every model with every trial (seed 0) -> one row per trial: model, lr, init_temperature,
-    best epoch, epochs run, best validation rSum, final learned temperature, seconds (training and
-    validation, from the run's history: a finished run is reused, not retrained)."""
-    rows = []
-    for model in model_names:
-        for trial in trials():
-            r = train_run(train_config(model, budget, seed=0, setting=trial), feats)
-            rows.append({"model": model, **trial, "best epoch": r.best["epoch"], "epochs": len(r.history),
-                         "val rsum": round(r.best["rsum"], 2),
-                         "learned temperature": round(1 / r.model.logit_scale.exp().item(), 4),
-                         "seconds": round(float(r.history.seconds.sum()), 1)})
-    return pd.DataFrame(rows)
-
-
-def write_search(table: pd.DataFrame, budget: str) -> pd.DataFrame:
-    """Write the search's table, keeping other models' rows from an earlier search -> the whole table."""
-    path = search_table(budget)
-    if path.is_file():
-        old = pd.read_csv(path)
-        table = pd.concat([old[~old.model.isin(table.model.unique())], table], ignore_index=True)
-    write_csv(table, path, index=False)
-    return table
+from .recipes import LADDERS, START_GRID, chosen, grid_table, grid_trials, recipe_id, searched, train_config
+from .runs import convergence, run_all, train_run
 
 
 def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFrame:
@@ -65,7 +34,7 @@ def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFram
     Also raises if a run's best epoch is its last (it had not converged, or early stopping did not run).
     """
     tolerance = TOLERANCES["val_rsum"].abs
-    table = chosen(pd.read_csv(search_table(budget)))
+    table = chosen(searched(budget))
     rows, problems = [], []
     for name, r in results.items():
         want = table.loc[name]
@@ -74,7 +43,7 @@ def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFram
                      "search: best epoch": int(want["best epoch"]), "rerun: best epoch": r.best["epoch"],
                      "rerun: epochs run": len(r.history)})
         if abs(r.best["rsum"] - want["val rsum"]) > tolerance:
-            problems.append(f"{name}: val rSum {r.best['rsum']:.2f} vs {want['val rsum']:.2f} in {search_table(budget).name}")
+            problems.append(f"{name}: val rSum {r.best['rsum']:.2f} vs {want['val rsum']:.2f} in {grid_table(budget).name}")
         if r.best["epoch"] >= len(r.history):
             problems.append(f"{name}: best epoch {r.best['epoch']} is its last; it may not have converged")
     if problems:
@@ -84,46 +53,21 @@ def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFram
     return pd.DataFrame(rows).set_index("model")
 
 
-def chosen_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The chosen trial of every model, as `python -m helpers search` prints it."""
-    return chosen(table)[list(GRID) + ["best epoch", "val rsum"]]
-
-
 # ----------------------------------------------------------------------------- the bracketing search
 
 AXES = tuple(START_GRID)          # ("lr", "init_temperature")
 
 
-def grid_trials(grid: dict) -> list[dict]:
-    """{'lr': (...), 'init_temperature': (...)} -> every combination, [{'lr': ..., 'init_temperature': ...}, ...]."""
-    return [dict(zip(grid, values)) for values in itertools.product(*(sorted(v) for v in grid.values()))]
-
-
-def recipe_id(cfg: TrainConfig) -> str:
-    """What a trial's row was computed from: its run folder's name (the whole training configuration) and a
-    digest of its model's definition in `models.MODELS`, so a changed recipe or model makes the row stale."""
-    cls, settings = models.MODELS[cfg.model]
-    definition = f"{cls.__name__}:{sorted(settings.items())}"
-    return f"{run_dir(cfg).name}:{hashlib.sha256(definition.encode()).hexdigest()[:8]}"
-
-
-def stopped_by(best_epoch: int, epochs: int, cfg: TrainConfig) -> str:
-    """'patience' when `patience` epochs passed without a better validation (converged by the course's rule),
-    else 'epoch cap' (the run ran out of epochs still within `patience` of its best: it may not have converged)."""
-    return "patience" if cfg.patience and epochs - best_epoch >= cfg.patience else "epoch cap"
-
-
 def trial_row(cfg: TrainConfig, r: TrainResult) -> dict:
     """A trained trial -> its row: the setting, the best and last validation rSum, the stopping epoch, the
-    validation change over its last three epochs, how it stopped, the learned temperature (of the best
-    epoch's weights) and the seconds of training and validation."""
-    rsum = r.history.rsum.tolist()
+    validation change over its last three epochs, how it stopped, the learned temperature (`runs.convergence`)
+    and the seconds of training and validation."""
+    c = convergence(cfg, r)
     return {"model": cfg.model, "lr": cfg.lr, "init_temperature": cfg.model_overrides["init_temperature"],
-            "best epoch": int(r.best["epoch"]), "epochs": len(rsum), "val rsum": round(r.best["rsum"], 2),
-            "last val rsum": round(rsum[-1], 2),
-            "change over last 3 epochs": round(rsum[-1] - rsum[-4], 2) if len(rsum) >= 4 else math.nan,
-            "stopped by": stopped_by(int(r.best["epoch"]), len(rsum), cfg),
-            "learned temperature": round(1 / r.model.logit_scale.exp().item(), 4),
+            "best epoch": c["best epoch"], "epochs": c["epochs"], "val rsum": c["val rsum"],
+            "last val rsum": round(float(r.history.rsum.iloc[-1]), 2),
+            "change over last 3 epochs": c["change over last 3 epochs"], "stopped by": c["stopped by"],
+            "learned temperature": c["learned temperature"],
             "seconds": round(float(r.history.seconds.sum()), 1), "recipe": recipe_id(cfg)}
 
 
@@ -244,7 +188,7 @@ def search_sentence(table: pd.DataFrame, grid: dict) -> str:
     axes = " x ".join(f"{a} {{{', '.join(f'{v:g}' for v in sorted(grid[a]))}}}" for a in AXES)
     out = (f"Every model had {'the same ' + str(int(n.iloc[0])) if same else 'these numbers of'} trials ({axes}); "
            f"{int(interior.sum())} of {len(best)} choices are interior on both axes")
-    out += f", and {', '.join(at_end)}" if at_end else ""
+    out += f"; not interior, but where the grid cannot grow: {', '.join(at_end)}" if at_end else ""
     out += (f". {len(capped)} of {len(table)} trials ended at the epoch cap still within patience of their best; "
             + (f"of the choices, {', '.join(f'`{m}`' for m in capped_chosen)}." if capped_chosen
                else "none of them is a model's choice."))

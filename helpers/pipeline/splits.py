@@ -31,8 +31,8 @@ from ..features import FeatureSet
 from ..models import ModelConfig
 from ..train import TrainConfig, load_result
 from .feature_cache import load_course_features
-from .recipes import run_dir, train_config
-from .runs import convergence, needs_work, rank_run, train_run
+from .recipes import MODEL_NAMES, run_dir, train_config
+from .runs import convergence, evaluate_all, needs_work, rank_run, train_run
 
 # (A, B, what changes): the difference is A - B. The primary comparison first, then the first secondary.
 COMPARISONS = (("decoupled", "joint_words", "primary: flow text->image vs both ways (per-word head)"),
@@ -40,6 +40,7 @@ COMPARISONS = (("decoupled", "joint_words", "primary: flow text->image vs both w
 MODELS = tuple(dict.fromkeys(m for a, b, _ in COMPARISONS for m in (a, b)))
 ORDERS = (0, 1, 2)               # 0: the course's own split (its runs are 06's); 1 and 2: two other splits
 SEEDS = (0, 1, 2, 3, 4)
+RETRAIN = (0, 1, 2)              # the seeds of MODELS 06 trains itself and checks against the committed runs
 CONVERGENCE = ["change over last 3 epochs", "stopped by", "learned temperature"]     # `runs.convergence`'s
 COLUMNS = ["split", "model", "seed", "lr", "init_temperature", "epochs", "best epoch", "val rsum", *CONVERGENCE,
            "test rsum", "recipe"]
@@ -256,7 +257,7 @@ def reproduce_splits(budget: str = "cpu", orders=ORDERS, seeds=SEEDS, models=MOD
 
 # ----------------------------------------------------------------------------- 06: the course split's seeds
 
-def course_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=(0,), models=MODELS, seeds=SEEDS
+def course_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=RETRAIN, models=MODELS, seeds=SEEDS
                  ) -> tuple[dict[str, list[dict]], pd.DataFrame]:
     """The course split's runs of `models` x `seeds` for 06 without training them all: the seeds of `retrain`
     are trained here (or reused from runs/) and ranked; the others are read from the committed files (`make
@@ -295,6 +296,28 @@ def course_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=(0,)
                 r = committed.ranks[0, m, s]
                 out[m].append({"img_rank": r["img_rank"], "cap_rank": r["cap_rank"]})
     return out, pd.DataFrame(rows, columns=["model", "seed", "retrained here", "committed", "difference"])
+
+
+def convergence_table(budget: str = "cpu", order: int = 0) -> pd.DataFrame:
+    """Split `order`'s committed runs -> one row each: model, seed and how it converged (`runs.convergence`'s
+    columns), in the table's order. A row without its convergence (an older table) is an error: run `make splits`."""
+    t = load_committed(budget).table
+    t = t[t.split == order]
+    if t["stopped by"].isna().any():
+        raise RuntimeError(f"the committed table of split {order} has runs without their convergence (an older "
+                           f"`make splits` wrote it); run `make splits` again ({COST}; finished runs in runs/ are "
+                           "recorded, not retrained) and commit the two files")
+    return t[["model", "seed", "epochs", "best epoch", "val rsum", *CONVERGENCE]].reset_index(drop=True)
+
+
+def course_runs(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=RETRAIN
+                ) -> tuple[dict[str, list[dict]], pd.DataFrame]:
+    """Notebook 06's runs, ranked: `course_ranks` for MODELS (their seeds of `retrain` trained, the others read)
+    and every seed of `recipes.seeds_for` for the other models (`runs.evaluate_all`) -> ({model: [ranks per
+    seed]} in `MODEL_NAMES` order, `course_ranks`' table of the retrained runs)."""
+    course, retrained = course_ranks(feats, budget, retrain)
+    rest = evaluate_all(feats, [m for m in MODEL_NAMES if m not in course], budget=budget)
+    return {m: course[m] if m in course else rest[m] for m in MODEL_NAMES}, retrained
 
 
 # ----------------------------------------------------------------------------- the table

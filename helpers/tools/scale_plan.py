@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import models
 from ..fast.scoring import scoring_flops_for
-from ..pipeline.recipes import BUDGETS, GRID, MODEL_NAMES, seeds_for, train_config, trials
+from ..pipeline.recipes import BUDGETS, MODEL_NAMES, START_GRID, grid_of, grid_trials, searched, seeds_for, train_config
 
 # The Karpathy split (Karpathy & Fei-Fei 2015): train with "restval", 5,000 val and 5,000 test images.
 KARPATHY = {"train": 113_287, "val": 5_000, "test": 5_000}
@@ -132,11 +132,19 @@ def extraction(table: pd.DataFrame, peak_cpu: float, stats: dict, split: dict = 
     return pd.DataFrame(rows)
 
 
+def search_grid() -> dict:
+    """The search's final grid, {axis: values}: the values of the committed CPU search (every model gets the
+    same grid), or the starting grid before there is one."""
+    table = searched("cpu")
+    return grid_of(table) if len(table) else dict(START_GRID)
+
+
 def runs_per_model() -> pd.DataFrame:
     """Per model: the search's trials (seed 0), the comparison's seeds, and the distinct runs of both (the
     chosen trial is the comparison's seed-0 run: the same configuration, one folder)."""
-    return pd.DataFrame([{"model": m, "search": len(trials()), "comparison": len(seeds_for(m)),
-                          "distinct": len(trials()) + len(seeds_for(m)) - 1} for m in MODEL_NAMES]).set_index("model")
+    n = len(grid_trials(search_grid()))
+    return pd.DataFrame([{"model": m, "search": n, "comparison": len(seeds_for(m)),
+                          "distinct": n + len(seeds_for(m)) - 1} for m in MODEL_NAMES]).set_index("model")
 
 
 def campaign(runs: pd.DataFrame, extract: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
@@ -288,7 +296,8 @@ def plan_markdown(table: pd.DataFrame, meta: dict, split: dict = KARPATHY) -> st
         f"The comparison: {len(MODEL_NAMES)} models; seeds "
         f"{', '.join(f'{k} x {len(seeds_for(k))}' for k in MODEL_NAMES)}"
         f" = {int(counts.comparison.sum())} runs, each ranked on the 5K test. The search before it: "
-        f"{len(trials())} trials per model ({' x '.join(f'{k} {len(v)}' for k, v in GRID.items())}, seed 0) = "
+        f"{len(grid_trials(search_grid()))} trials per model "
+        f"({' x '.join(f'{k} {len(v)}' for k, v in search_grid().items())}, seed 0) = "
         f"{int(counts.search.sum())} runs, of which the {len(MODEL_NAMES)} chosen are the comparison's seed-0 runs, "
         f"so {int(counts.distinct.sum())} distinct runs in all. Hours = extraction once (decoding counted on "
         "its own, not overlapped with the GPU's work: an upper side) + Σ models runs x (train + validate) "
