@@ -22,7 +22,7 @@ EXECUTE := --to notebook --execute --ExecutePreprocessor.timeout=$(CELL_TIMEOUT)
 	'--ExecutePreprocessor.extra_arguments=["--IPKernelApp.log_level=ERROR"]'
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv data course test unit notebooks refresh search ablations splits student clean site site-test scale-standin
+.PHONY: venv data course test unit notebooks refresh search ablations encoders splits student clean site site-test scale-standin
 
 venv: $(STAMP)
 
@@ -102,6 +102,14 @@ search: data
 # as it finishes, so a stopped run resumes where it stopped.
 ablations: data
 	@$(PY) -m helpers reproduce --ablations --budget cpu
+
+# Notebook 08's last section's runs, outside the tests: the text encoder as a factor (the course's MiniLM, a GRU tower with no
+# prior learnt from scratch, a frozen random MiniLM). Per encoder, each model's learning rate is searched (05's
+# ladder, grown until interior; MiniLM's trials are 05's), then dual, decoupled_pooled, decoupled, joint and
+# joint_words train with 5 seeds; writes the committed notebooks/encoders-{search,ranks}-cpu.* that 08 reads,
+# each trial and run as it finishes, so a stopped run resumes where it stopped (even from a fresh clone).
+encoders: data
+	@$(PY) -m helpers reproduce --encoders --budget cpu
 
 # Full COCO's whole path on a stand-in (helpers.tools.scale): a tiny Karpathy-format COCO built from the subset,
 # served on 127.0.0.1, prepared and verified, its features extracted in shards by 2 torchrun processes (gloo, CPU),

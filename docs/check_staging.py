@@ -30,7 +30,7 @@ def main(argv=None) -> int:
 
     from helpers import train
     from helpers.config import PATHS
-    from helpers.pipeline import ablations, feature_cache, recipes, runs
+    from helpers.pipeline import ablations, encoder_prior, feature_cache, recipes, runs
 
     def refuse(what):
         def stop(*_, **__):
@@ -80,6 +80,25 @@ def main(argv=None) -> int:
     print(f"{'✓' if (variant / 'last.pt').is_file() else '·'} {variant.name}: "
           + ("present (notebook 08 reuses it)" if (variant / "last.pt").is_file()
              else "absent (notebook 08 trains it, about 10 s)"))
+    model, seed = encoder_prior.RECHECK                    # 08's encoder prior retrains one run per encoder
+    table = encoder_prior.read_search(encoder_prior.committed_files(args.budget)["search"])
+    for encoder in encoder_prior.ENCODERS:
+        if encoder == encoder_prior.BASE:
+            continue                                       # MiniLM's is 06's run, checked above
+        try:
+            lr = encoder_prior.choose(table, encoder, model, args.budget)[0]
+        except encoder_prior._Untrained:
+            print(f"· {encoder}: the committed search is incomplete; run `make encoders` (notebook 08 stops without it)")
+            continue
+        folder = recipes.run_dir(encoder_prior.config(encoder, model, seed, lr, args.budget))
+        there = (folder / "last.pt").is_file()
+        print(f"{'✓' if there else '·'} {folder.name}: " + ("present (notebook 08 reuses it)" if there else
+                                                          "absent (notebook 08 trains it, about a minute)"))
+    try:
+        feature_cache.cached_random_text_features(feature_cache.load_subset().captions.caption.tolist())
+        print("✓ the random MiniLM's text features will be read from the cache")
+    except WouldRebuild:
+        print("· the random MiniLM's text features are not cached (notebook 08 extracts them, about a minute)")
     print("all pre-staged: nobody waits on training" if problems == 0 else
           f"{problems} run(s) would be trained or ranked in the room; see docs/instructor-guide.md, 'Pre-staging'")
     return 0 if problems == 0 else 1

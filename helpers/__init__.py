@@ -41,6 +41,7 @@ The pipeline, `pipeline/` (may import both; nothing imports it but the commands 
     pipeline.verdicts       06's declared comparisons: the primary, Holm-corrected families, the primary's power
     pipeline.features_kept  07's tables: probes, the pointing game, the verdict on every claim
     pipeline.ablations      08's runs and tables: one change at a time, each proposal tuned, the data-scale curve
+    pipeline.encoder_prior  08's encoder prior: each encoder's search and runs, the contrasts, their interactions
     pipeline.shards         features at scale: extracted in shards under torchrun, DDP training, scoring
     pipeline.splits         06's split sensitivity: the primary comparison and first secondary on other splits
 

@@ -77,6 +77,14 @@ def reproduce_command(args) -> int:
 
         print(reproduce_ablations(args.budget).read_text())
         return 0
+    if args.encoders:
+        from .pipeline.encoder_prior import chosen_lrs, committed_files, reproduce_encoders
+        from .pipeline.splits import committed_course_ranks
+
+        table, _ = reproduce_encoders(args.budget, reuse=committed_course_ranks(args.budget))
+        print(chosen_lrs(table, args.budget).to_string(index=False))
+        print(f"every trial and run is in {', '.join(str(f) for f in committed_files(args.budget).values())}")
+        return 0
     from . import data
     from .pipeline import evaluation, feature_cache, runs, verdicts
 
@@ -184,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--ablations", action="store_true",
                    help="08's runs instead: the blog's bugs and the readers' proposals (each proposal tuned until its "
                         "choice is interior first, resumable), the data-scale curve")
+    r.add_argument("--encoders", action="store_true",
+                   help="08's encoder-prior runs instead: the text encoder as a factor (MiniLM, a GRU with no prior, a random MiniLM): "
+                        "each encoder's learning-rate search, then 5 models x 5 seeds, resumable")
 
     sp = sub.add_parser("splits", help="06's primary comparison and first secondary, 5 seeds each, on the course's "
                                        "split and two other splits of the subset")

@@ -21,6 +21,13 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> None:
                          f"average (the result would be NaN); drop it, or mark at least one position as real")
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) bool broadcasts against x."""
+    check_mask(mask)
+    m = mask.float().reshape(*mask.shape, *[1] * (x.dim() - mask.dim()))
+    return (x * m).sum(dim) / m.sum(dim)
+
+
 class DecoupledAttention(nn.Module):
     """Each word (query) attends over the image regions (keys); nothing flows from text to image.
 

@@ -367,3 +367,41 @@ def load_text_encoder(name: str = "auto", allow_download: bool | None = None) ->
         cached = _hf_cached(choice.name)
         choice = Choice(choice.name, _weights_in(cached) if cached else None, choice.reason)
     return TextEncoder(choice.name, tokenizer, model.eval(), choice=choice), choice
+
+
+# ----------------------------------------------------------------------------- notebook 08's encoder prior
+
+MINILM = "all-MiniLM-L6-v2"   # the course's text model: its vocabulary, tokenizer and architecture
+
+
+def tokenize_captions(tokenizer, captions: list[str], max_length: int = TEXT_MAX_LENGTH
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """list of B captions -> (B, T) long input_ids, (B, T) long attention_mask: the course's WordPiece
+    tokenization ([CLS] ... [SEP], cut at `max_length`), padded on the right to the longest caption."""
+    if isinstance(captions, str) or not isinstance(captions, (list, tuple)) or not captions:
+        raise ValueError(f"captions must be a non-empty list of strings, got {type(captions).__name__} "
+                         f"{captions!r:.60}; wrap a single caption in a list: [caption]")
+    for i, c in enumerate(captions):
+        if not isinstance(c, str) or not c.strip():
+            raise ValueError(f"caption {i} is {c!r:.60}: every caption must be a non-empty string; drop it")
+    batch = tokenize(tokenizer, captions, max_length)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def random_minilm(seed: int = 0) -> nn.Module:
+    """MiniLM's architecture (the packaged model's config) with random weights from `seed`, frozen, in eval mode."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = resolve_text_model(MINILM).weights_file.parent
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config)
+    return model.requires_grad_(False).eval()
+
+
+def random_text_encoder(seed: int = 0) -> TextEncoder:
+    """A `TextEncoder` over `random_minilm(seed)` and the packaged tokenizer: per-token features as the course's."""
+    name = f"random-{MINILM}-seed{seed}"
+    choice = Choice(name, None, f"{MINILM}'s architecture with random weights (seed {seed}): the untrained floor")
+    return TextEncoder(name, load_tokenizer(MINILM), random_minilm(seed), choice=choice)

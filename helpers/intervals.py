@@ -297,6 +297,16 @@ def detectable_difference(seed_sd_a: float, seed_sd_b: float, test_sd: float, n_
     """
     _check_sds((seed_sd_a, seed_sd_b, test_sd), n_a, n_b, alpha, power)
     se, df = se_df(test_sd ** 2, [(seed_sd_a ** 2 / n_a, n_a), (seed_sd_b ** 2 / n_b, n_b)])
+    return detectable_contrast(se, df, alpha, power)
+
+
+def detectable_contrast(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The standard error and df of any `honest_test` contrast -> the smallest true |value| its two-sided
+    interval excludes 0 for with probability `power` (`t_power`); 0 when se is 0."""
+    if not np.isfinite(se) or se < 0 or not df > 0:
+        raise ValueError(f"se must be finite and >= 0 and df > 0; got se {se}, df {df}")
+    if not 0 < alpha < power < 1:
+        raise ValueError(f"need 0 < alpha < power < 1; got alpha {alpha}, power {power}")
     if se == 0:
         return 0.0
     top = 2 * (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se   # power there is > `power`

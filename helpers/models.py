@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import DecoupledAttention, check_mask
+from .attention import DecoupledAttention, check_mask, masked_mean
 from .config import TEXT_MAX_LENGTH
 from .losses import local_consistency_loss, masked_reconstruction_loss, word_diversity_loss
+from .text_towers import PAD_ID, VOCAB_SIZE, GRUTower, model_features
 
 FLOWS = ("none", "text_to_image", "both")
 HEADS = ("pooled", "words")
@@ -54,17 +55,12 @@ class ModelConfig:
                                  # and test score it alike; a masked model's scores never depend on it
     aux_weight: float = 0.0      # weight of an added loss term (08's regularisers)
     init_temperature: float = 0.07
+    text_tower: bool = False     # learn a GRU text tower (`text_towers.GRUTower`) with the model: the text
+                                 # "features" are then WordPiece ids, (·, T, 1) (notebook 08's no-prior encoder)
 
 
 def _proj(i: int, o: int) -> nn.Module:
     return nn.Sequential(nn.Linear(i, o), nn.LayerNorm(o))
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Mean of `x` over its word axis `dim`, real words only; mask (Nt, T) bool broadcasts against x."""
-    check_mask(mask)
-    m = mask.float().reshape(*mask.shape, *[1] * (x.dim() - mask.dim()))
-    return (x * m).sum(dim) / m.sum(dim)
 
 
 class RetrievalModel(nn.Module):
@@ -122,7 +118,20 @@ class WordRegionModel(RetrievalModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.image_proj = _proj(cfg.image_dim, cfg.dim)
-        self.text_proj = _proj(cfg.text_dim, cfg.dim)
+        self.text_tower = None
+        if cfg.text_tower:
+            if cfg.text_dim != 1:
+                raise ValueError(f"a model with text_tower=True reads WordPiece ids (text_dim 1), got text_dim="
+                                 f"{cfg.text_dim}; pass the ids features (`pipeline.feature_cache.encoder_features`)")
+            self.text_tower = GRUTower(VOCAB_SIZE, PAD_ID, seed=int(torch.randint(2**31 - 1, ())))  # from cfg.seed
+        self.text_proj = _proj(self.text_tower.dim if self.text_tower else cfg.text_dim, cfg.dim)
+
+    def read_words(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 1) WordPiece ids -> (B, T, Dt) features of the model's text tower, with the (B, T) mask;
+        token features (B, T, Dt) as given (a model without a tower, or ids already featurized)."""
+        if self.text_tower is None or tokens.shape[-1] != 1:
+            return tokens, mask
+        return self.text_tower(tokens[..., 0].long(), mask)
 
     def encode_images(self, regions, pooled):
         return {"regions": self.image_proj(regions)}
@@ -183,7 +192,7 @@ class FactorialModel(WordRegionModel):
         """`WordRegionModel.encode_texts` of the captions as the model reads them (`read_length`). A model that
         counts padding (its "mask" all ones) also keeps its real words as "real" (B, T): every pad is the zero
         token, so the same word, and `fast.scoring.batch_scores` scores it once per caption, not once per pad."""
-        tokens, mask = self.read_length(tokens, mask)
+        tokens, mask = self.read_length(*self.read_words(tokens, mask))
         txt = super().encode_texts(tokens, mask, pooled)
         return txt if self.cfg.mask_padding else {**txt, "real": mask}
 
@@ -398,6 +407,7 @@ def score_all(model: RetrievalModel, features, chunk: int = 64, device: str | to
     memory per chunk ~ chunk * N_img * T * R floats.
     """
     model.eval().to(device)
+    features = model_features(model, features)           # a model with a text tower scores its tower's features
     image_rows = torch.arange(features.n_images) if image_rows is None else torch.as_tensor(image_rows)
     caption_rows = torch.arange(features.n_captions) if caption_rows is None else torch.as_tensor(caption_rows)
     regions, pooled = features.image_batch(image_rows)

@@ -1,39 +1,26 @@
-"""Two text encoders to measure the pretrained MiniLM's prior against (its training saw ~828k COCO captions).
+"""Step 08's text encoder without a prior, the GRU tower, and the measure of a prior (MiniLM's training saw ~828k
+COCO captions).
 
 - `GRUTower`: no prior at all, VSE++/SCAN's text side: WordPiece embeddings learnt from scratch (MiniLM's
   vocabulary) and a bidirectional GRU, trained with the retrieval model. Its per-token features come out
   in the course's form: (B, T, D) with pads exactly zero, (B, T) bool mask, real tokens first.
-- `random_minilm` / `random_text_encoder`: MiniLM's architecture with random weights, frozen: the floor a
-  frozen encoder with no pretraining gives, extracted exactly like the course's `TextEncoder`.
+- A model with a tower (`models.ModelConfig.text_tower`) reads the captions' ids (`encoders.tokenize_captions`);
+  `tower_features` turns a split's ids into the tower's features, which `model_features` hands to the scoring.
+- `caption_check`: how far an encoder groups the captions of one image before any retrieval training.
 
-Both read the captions tokenized as the course's features are (`tokenize_captions`).
+The other encoder without a prior, MiniLM with random weights, is `encoders.random_text_encoder`. This module
+imports nothing else of the package, so `models` can build a tower without a longer chain of imports.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoConfig, AutoModel
 
-from .config import TEXT_MAX_LENGTH
-from .encoders import Choice, TextEncoder, load_tokenizer, resolve_text_model, tokenize
-from .models import masked_mean
-
-MINILM = "all-MiniLM-L6-v2"   # the course's text model: its vocabulary, tokenizer and architecture
-
-
-def tokenize_captions(tokenizer, captions: list[str], max_length: int = TEXT_MAX_LENGTH
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """list of B captions -> (B, T) long input_ids, (B, T) long attention_mask: the course's WordPiece
-    tokenization ([CLS] ... [SEP], cut at `max_length`), padded on the right to the longest caption."""
-    if isinstance(captions, str) or not isinstance(captions, (list, tuple)) or not captions:
-        raise ValueError(f"captions must be a non-empty list of strings, got {type(captions).__name__} "
-                         f"{captions!r:.60}; wrap a single caption in a list: [caption]")
-    for i, c in enumerate(captions):
-        if not isinstance(c, str) or not c.strip():
-            raise ValueError(f"caption {i} is {c!r:.60}: every caption must be a non-empty string; drop it")
-    batch = tokenize(tokenizer, captions, max_length)
-    return batch["input_ids"], batch["attention_mask"]
+VOCAB_SIZE, PAD_ID = 30522, 0  # MiniLM's WordPiece vocabulary and its [PAD] (a test checks them against its tokenizer)
 
 
 def check_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -100,22 +87,48 @@ class GRUTower(nn.Module):
         return out, mask
 
     def pooled(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) features, (B, T) bool mask -> (B, D) mean over the real tokens."""
-        return masked_mean(features, mask)
+        """(B, T, D) features, (B, T) bool mask -> (B, D) mean over the real tokens (`attention.masked_mean`'s
+        mean, written out so that this module imports nothing of the package)."""
+        m = mask[..., None].to(features.dtype)
+        return (features * m).sum(1) / m.sum(1)
 
 
-def random_minilm(seed: int = 0) -> nn.Module:
-    """MiniLM's architecture (the packaged model's config) with random weights from `seed`, frozen, in eval mode."""
-    folder = resolve_text_model(MINILM).weights_file.parent
-    config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModel.from_config(config)
-    return model.requires_grad_(False).eval()
+@torch.inference_mode()
+def tower_features(tower: GRUTower, fs, chunk: int = 256):
+    """A `features.FeatureSet` of WordPiece ids ((N_tok, 1) tokens) -> the same FeatureSet with `tower`'s features
+    of its captions, (N_tok, D) packed tokens and (N_cap, D) pooled, float16 like the course's: what a split is
+    scored on."""
+    if fs.tokens.shape[-1] != 1:
+        raise ValueError(f"tower_features reads WordPiece ids ((N_tok, 1) tokens), got tokens of width "
+                         f"{fs.tokens.shape[-1]}: these are already features")
+    was_training = tower.training
+    tower.eval()
+    device = next(tower.parameters()).device
+    tokens, pooled = [], []
+    for start in range(0, fs.n_captions, chunk):                  # in caption order: packed as fs.offsets says
+        ids, mask, _ = fs.text_batch(torch.arange(start, min(start + chunk, fs.n_captions)))
+        features, mask = tower(ids[..., 0].long().to(device), mask.to(device))
+        tokens.append(features[mask].cpu())
+        pooled.append(tower.pooled(features, mask).cpu())
+    tower.train(was_training)
+    return replace(fs, tokens=torch.cat(tokens).half(), text_pooled=torch.cat(pooled).half())
 
 
-def random_text_encoder(seed: int = 0) -> TextEncoder:
-    """A `TextEncoder` over `random_minilm(seed)` and the packaged tokenizer: per-token features as the course's."""
-    name = f"random-{MINILM}-seed{seed}"
-    choice = Choice(name, None, f"{MINILM}'s architecture with random weights (seed {seed}): the untrained floor")
-    return TextEncoder(name, load_tokenizer(MINILM), random_minilm(seed), choice=choice)
+def model_features(model: nn.Module, fs):
+    """The features `model` scores: for a model with a tower (`models.ModelConfig.text_tower`) given ids, its
+    tower's features of them (`tower_features`); otherwise `fs` as it is."""
+    tower = getattr(model, "text_tower", None)
+    return tower_features(tower, fs) if tower is not None and fs.tokens.shape[-1] == 1 else fs
+
+
+def caption_check(vectors: torch.Tensor, caption_image: torch.Tensor) -> dict:
+    """(N, D) caption vectors, (N,) image of each caption -> mean cosine between captions of the same image and
+    of different images, and the share of captions whose nearest other caption (by cosine) describes the same
+    image: how far an encoder groups captions by image before any retrieval training."""
+    v = F.normalize(vectors.float(), dim=-1)
+    sim = v @ v.t()
+    same = caption_image[:, None] == caption_image[None, :]
+    off_diag = ~torch.eye(len(v), dtype=torch.bool)
+    nearest = sim.masked_fill(~off_diag, -2).argmax(1)
+    return {"same image": sim[same & off_diag].mean().item(), "different images": sim[~same].mean().item(),
+            "nearest caption same image": same[torch.arange(len(v)), nearest].float().mean().item()}

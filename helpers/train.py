@@ -35,6 +35,9 @@ from .features import FeatureSet, subsample
 MAX_LOGIT_SCALE = math.log(100.0)   # CLIP's cap on the learned inverse temperature
 LOSSES = ("infonce", "vse", "pointwise")
 IMAGE_FEATURES = ("regions", "imagenet_logits")
+# The text side (notebook 08's encoder prior): the course's frozen MiniLM features, a GRU tower learnt from scratch with the
+# model (`text_towers.GRUTower` over WordPiece ids), or the features of a frozen MiniLM with random weights.
+TEXT_FEATURES = ("minilm", "gru", "random_minilm")
 
 
 @dataclass
@@ -63,12 +66,15 @@ class TrainConfig:
     init_from: str = ""            # pre-trained weights (some of the model's) to start from; relative to runs/
     train_fraction: float = 1.0    # train on this share of the training images (`features.subsample`)
     image_features: str = "regions"   # or "imagenet_logits": the blog's 1000 logits (`features.logits_features`)
+    text_features: str = "minilm"     # or "gru", "random_minilm": the text encoder (`TEXT_FEATURES`)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.image_features not in IMAGE_FEATURES:
             raise ValueError(f"image_features must be one of {IMAGE_FEATURES}, got {self.image_features!r}")
+        if self.text_features not in TEXT_FEATURES:
+            raise ValueError(f"text_features must be one of {TEXT_FEATURES}, got {self.text_features!r}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -202,6 +208,8 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, total_steps: int):
 def model_overrides(cfg: TrainConfig, fs: FeatureSet) -> dict:
     """ModelConfig overrides: the feature sizes of `fs`, then `cfg.model_overrides`; mismatches raise."""
     sizes = {"image_dim": fs.regions.shape[-1], "text_dim": fs.tokens.shape[-1]}
+    if cfg.text_features == "gru":
+        sizes["text_tower"] = True                   # the features are WordPiece ids; the model learns the tower
     for name, size in sizes.items():
         if cfg.model_overrides.get(name, size) != size:
             raise ValueError(f"model_overrides[{name!r}]={cfg.model_overrides[name]} but the features have "
@@ -238,13 +246,23 @@ def start_from(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(weights, strict=False)
 
 
+def text_mark(text_features: str) -> str:
+    """What a FeatureSet's `source` carries when its text side is not the course's MiniLM: '|text-<encoder>'."""
+    return "" if text_features == "minilm" else f"|text-{text_features}"
+
+
 def check_features(cfg: TrainConfig, fs: FeatureSet) -> None:
-    """Raise unless `fs` holds the image features `cfg.image_features` names (logits are one 1000-d region)."""
+    """Raise unless `fs` holds the image features `cfg.image_features` names (logits are one 1000-d region)
+    and the text features `cfg.text_features` names (its `text_mark`)."""
     logits = fs.source.endswith("|imagenet-logits")
     if logits != (cfg.image_features == "imagenet_logits"):
         raise ValueError(f"the run asks for image_features={cfg.image_features!r} but was given "
                          f"{'ImageNet logits' if logits else 'region features'}; pass "
                          + ("features.logits_features(fs, classifier)" if not logits else "the course's features"))
+    have = next((t for t in TEXT_FEATURES if t != "minilm" and text_mark(t) in fs.source), "minilm")
+    if have != cfg.text_features:
+        raise ValueError(f"the run asks for text_features={cfg.text_features!r} but was given {have!r} text "
+                         "features; pass pipeline.feature_cache.encoder_features(text_features, feats)")
 
 
 def data_summary(train_fs: FeatureSet, val_fs: FeatureSet) -> dict:

@@ -18,7 +18,7 @@ SOLUTION = re.compile(r"BEGIN SOLUTION\n(.*?)\n[ \t]*### END SOLUTION", re.S)
 # from a notebook fails here, not silently in the edition.
 TAGGED = {"02": {"regions_from_map", "n_regions"}, "04": {"drop_scaling"}, "05": {"info_nce"},
           "06": {"recall_at_k", "bootstrap_interval"}, "07": {"leakage", "modality_chance"},
-          "08": {"pointwise_loss", "subsample", "gap_with_data"}}
+          "08": {"pointwise_loss", "subsample", "gap_with_data", "interaction_terms"}}
 
 
 def output_text(cell, tables: bool = True) -> str:

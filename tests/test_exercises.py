@@ -237,6 +237,15 @@ def peaks_in_cells(weights, width, height):
 
 
 # exercise -> [(typical wrong answer, what the message must say)]
+def interaction_contrast_only(contrast, encoder, base="minilm"):
+    return [(1, (encoder, contrast[0])), (-1, (encoder, contrast[1]))]
+
+
+def interaction_flipped(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(-1, (encoder, a)), (1, (encoder, b)), (1, (base, a)), (-1, (base, b))]
+
+
 MISTAKES = {
     "mentions": [(mentions_substring, "substring match"), (mentions_case, "case"), (mentions_split, "punctuation")],
     "normalise": [(normalise_last_axis, "did not broadcast over the channels"),
@@ -262,6 +271,8 @@ MISTAKES = {
     "pointwise_loss": [(pointwise_all_negatives, "every mismatched pair used as a negative"),
                        (pointwise_competing, "candidates compete")],
     "subsample": [(subsample_not_nested, "not nested"), (subsample_captions, "captions resampled apart from their images")],
+    "interaction_terms": [(interaction_contrast_only, "only the contrast on gru"),
+                          (interaction_flipped, "every sign flipped")],
 }
 
 

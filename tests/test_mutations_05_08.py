@@ -21,7 +21,8 @@ from helpers.pointing import cell_centres
 from test_exercises import stop_one_late, stop_ties_as_progress as stop_tie_is_progress, stop_vs_previous
 
 NOTEBOOKS = ("05_joint_training", "06_evaluation", "07_what_the_features_keep", "08_what_matters")
-CODE = ("info_nce", "should_stop", "recall_at_k", "bootstrap_interval", "peak_centres", "pointwise_loss", "subsample")
+CODE = ("info_nce", "should_stop", "recall_at_k", "bootstrap_interval", "peak_centres", "pointwise_loss", "subsample",
+        "interaction_terms")
 PREDICT = ("chance_loss", "optimistic_ties", "caption_level", "leakage", "modality_chance", "gap_with_data")
 
 
@@ -497,6 +498,69 @@ def sub_python(fs, fraction, seed=0):
 # ----------------------------------------------------------------------------- the suite
 
 # exercise -> ([(wrong answer, a regex for the message of ITS mistake)], [correct answers unlike the reference])
+# ----------------------------------------------------------------------------- 08 · interaction_terms
+
+def it_only_encoder(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(1, (encoder, a)), (-1, (encoder, b))]
+
+
+def it_flipped(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(1, (base, a)), (-1, (base, b)), (-1, (encoder, a)), (1, (encoder, b))]
+
+
+def it_sums(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(1, (encoder, a)), (1, (encoder, b)), (-1, (base, a)), (-1, (base, b))]
+
+
+def it_crossed(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(1, (encoder, a)), (-1, (base, b))]
+
+
+def it_halves(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(0.5, (encoder, a)), (-0.5, (encoder, b)), (-0.5, (base, a)), (0.5, (base, b))]
+
+
+def it_minilm_hard_coded(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(1, (encoder, a)), (-1, (encoder, b)), (-1, ("minilm", a)), (1, ("minilm", b))]
+
+
+def it_models_hard_coded(contrast, encoder, base="minilm"):
+    return [(1, (encoder, "decoupled")), (-1, (encoder, "joint_words")), (-1, (base, "decoupled")),
+            (1, (base, "joint_words"))]
+
+
+def it_dict(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return {(encoder, a): 1, (encoder, b): -1, (base, a): -1, (base, b): 1}
+
+
+def it_nan_weight(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(float("nan"), (encoder, a)), (-1, (encoder, b)), (-1, (base, a)), (1, (base, b))]
+
+
+def it_bare_models(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [(1, a), (-1, b), (-1, a), (1, b)]
+
+
+def it_reordered_floats(contrast, encoder, base="minilm"):
+    a, b = contrast
+    return [[1.0, [base, b]], [-1.0, [base, a]], [-1.0, [encoder, b]], [1.0, [encoder, a]]]
+
+
+def it_two_differences(contrast, encoder, base="minilm"):
+    def difference(e, sign):
+        return [(sign, (e, contrast[0])), (-sign, (e, contrast[1]))]
+    return difference(encoder, 1) + difference(base, -1)
+
+
 CODE_CASES = {
     "info_nce": ([(nce_image_to_text, r"only one direction of InfoNCE \(image → text\)"),
                   (nce_text_to_image, r"only one direction of InfoNCE \(text → image\)"),
@@ -556,6 +620,16 @@ CODE_CASES = {
                    (sub_not_seeded, r"not seeded: two calls with seed 0"), (sub_seed_ignored, r"the seed is ignored"),
                    (sub_none_kept, r"no image kept for fraction 0\.01: .*max\(1, round")],
                   [sub_numpy, sub_python]),
+    "interaction_terms": ([(it_only_encoder, r"only the contrast on gru"), (it_flipped, r"every sign flipped"),
+                           (it_sums, r"B added instead of subtracted"),
+                           (it_crossed, r"A on one encoder against B on the other"),
+                           (it_halves, r"weights of ±0\.5 average"),
+                           (it_minilm_hard_coded, r"'minilm' hard-coded where the call passed base='gru'"),
+                           (it_models_hard_coded, r"the models are hard-coded"),
+                           (it_dict, r"expected a list of \(weight, \(encoder, model\)\) terms, got dict"),
+                           (it_nan_weight, r"term 0's weight is nan: weights must be finite"),
+                           (it_bare_models, r"term 0's runs are 'decoupled': name them as \(encoder, model\)")],
+                          [it_reordered_floats, it_two_differences]),
 }
 
 WRONG = [(name, wrong, message) for name, (wrongs, _) in CODE_CASES.items() for wrong, message in wrongs]

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from helpers.config import TEXT_MAX_LENGTH
 from helpers.encoders import load_text_encoder, load_tokenizer
-from helpers.text_towers import MINILM, GRUTower, random_minilm, random_text_encoder, tokenize_captions
+from helpers.encoders import MINILM, random_minilm, random_text_encoder, tokenize_captions
+from helpers.text_towers import GRUTower
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.py
 

@@ -25,11 +25,11 @@ from .attention import uniform_keys, drop_scaling, region_attention
 from .training import info_nce, chance_loss, should_stop
 from .evaluation import optimistic_ties, recall_at_k, bootstrap_interval, caption_level
 from .features_kept import peak_centres, leakage, modality_chance
-from .what_matters import pointwise_loss, subsample, gap_with_data
+from .what_matters import pointwise_loss, subsample, gap_with_data, interaction_terms
 
 __all__ = [
     "EXERCISES", "Exercise", "Mistake", "mentions", "normalise", "split_by_image", "regions_from_map",
     "n_regions", "nearest_neighbours", "pad_packed", "masked_mean", "padding_share", "uniform_keys",
     "drop_scaling", "region_attention", "info_nce", "chance_loss", "should_stop", "optimistic_ties",
     "recall_at_k", "bootstrap_interval", "caption_level", "peak_centres", "leakage",
-    "modality_chance", "pointwise_loss", "subsample", "gap_with_data"]
+    "modality_chance", "pointwise_loss", "subsample", "gap_with_data", "interaction_terms"]

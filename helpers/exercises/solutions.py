@@ -150,3 +150,10 @@ def subsample(fs, fraction, seed=0):
     order = torch.randperm(fs.n_images, generator=torch.Generator().manual_seed(seed))
     keep = order[:max(1, round(fraction * fs.n_images))]
     return fs.select_images(keep.sort().values)
+
+
+def interaction_terms(contrast, encoder, base="minilm"):
+    """(A, B) models, an encoder -> [(weight, (encoder, model)), ...]: the terms of
+    (A - B on `encoder`) - (A - B on `base`), the change of the contrast when the encoder changes."""
+    a, b = contrast
+    return [(1, (encoder, a)), (-1, (encoder, b)), (-1, (base, a)), (1, (base, b))]

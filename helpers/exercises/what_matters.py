@@ -1,4 +1,4 @@
-"""The exercises of notebook 08 · what matters: pointwise_loss, subsample, gap_with_data."""
+"""The exercises of notebook 08 · what matters: pointwise_loss, subsample, gap_with_data, interaction_terms."""
 from __future__ import annotations
 
 import math
@@ -192,3 +192,84 @@ gap_with_data = _register(
      "An interval that includes zero is no credible change; one wholly on one side says the gap moved that way. "
      "The table's last column puts it in a word."],
     "Read it off the gap table's last column: (a) if the gap widens, (b) if it narrows, (c) if it holds.")
+
+
+_TERM_CASES = ((("decoupled", "joint_words"), "gru", "minilm"),
+               (("decoupled", "decoupled_pooled"), "random_minilm", "minilm"),
+               (("joint", "dual"), "random_minilm", "gru"))      # another base and other models: nothing hard-coded
+
+
+def _term_weights(out) -> dict[tuple[str, str], float]:
+    """The learner's terms -> {(encoder, model): summed weight}, zero weights dropped; a Mistake for a bad shape."""
+    if not isinstance(out, (list, tuple)):
+        raise Mistake(f"expected a list of (weight, (encoder, model)) terms, got {type(out).__name__}")
+    if not out:
+        raise Mistake("an empty list: the change of A − B needs the runs of A and B on both encoders")
+    weights: dict[tuple[str, str], float] = {}
+    for i, term in enumerate(out):
+        if not isinstance(term, (list, tuple)) or len(term) != 2:
+            raise Mistake(f"term {i} is {term!r:.60}: each term is a pair (weight, (encoder, model)), "
+                          "e.g. (1, ('gru', 'decoupled'))")
+        weight, run = term
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise Mistake(f"term {i}'s weight is {weight!r:.40} ({type(weight).__name__}): a plain number, +1 or −1")
+        if not math.isfinite(weight):
+            raise Mistake(f"term {i}'s weight is {weight}: weights must be finite numbers (+1 or −1)")
+        if not isinstance(run, (list, tuple)) or len(run) != 2 or not all(isinstance(k, str) for k in run):
+            raise Mistake(f"term {i}'s runs are {run!r:.60}: name them as (encoder, model), e.g. ('gru', 'decoupled')")
+        weights[tuple(run)] = weights.get(tuple(run), 0.0) + float(weight)
+    return {run: w for run, w in weights.items() if w != 0}
+
+
+def _check_interaction_terms(fn) -> str:
+    def as_weights(terms):
+        return _term_weights(terms)
+
+    for contrast, encoder, base in _TERM_CASES:
+        (a, b), e = contrast, encoder
+        got = _term_weights(_call(fn, contrast, encoder, base))
+        want = as_weights(solutions.interaction_terms(contrast, encoder, base))
+        if _same_weights(got, want):
+            continue
+        minus = {run: -w for run, w in want.items()}
+        mistakes = [
+            (f"only the contrast on {e}: the interaction is how A − B *changes* when the encoder changes, so "
+             f"subtract the same contrast on `base`", {(e, a): 1, (e, b): -1}),
+            ("every sign flipped: that is (A − B on base) − (A − B on encoder), or B − A on both; keep A − B, "
+             "the encoder's contrast first", minus),
+            ("B added instead of subtracted: that is how the encoder moves A + B (its own effect on both models), "
+             "not how it moves the contrast A − B", {(e, a): 1, (e, b): 1, (base, a): -1, (base, b): -1}),
+            ("A on one encoder against B on the other: two things change at once; take A − B on each encoder, "
+             "then their difference", {(e, a): 1, (base, b): -1}),
+            ("weights of ±0.5 average the two contrasts; their change is a plain difference of differences, "
+             "weights ±1", {run: w / 2 for run, w in want.items()}),
+        ]
+        if base != "minilm":
+            mistakes.append((f"'minilm' hard-coded where the call passed base={base!r}: use the `base` argument",
+                             as_weights(solutions.interaction_terms(contrast, encoder, "minilm"))))
+        if contrast != _TERM_CASES[0][0]:
+            mistakes.append(("the models are hard-coded (decoupled, joint_words) where the call passed "
+                             f"contrast={contrast}: take A and B from the `contrast` argument",
+                             as_weights(solutions.interaction_terms(_TERM_CASES[0][0], encoder, base))))
+        for message, wrong in mistakes:
+            if _same_weights(got, wrong):
+                raise Mistake(message)
+        raise Mistake(f"for contrast={contrast}, encoder={encoder!r}, base={base!r} the terms are not the change of "
+                      f"A − B: each of the four runs (A and B on each encoder) should weigh +1 or −1 so that the sum "
+                      f"is (A − B on the encoder) − (A − B on the base); got {got}")
+    return "(A − B on the encoder) − (A − B on the base): four runs, weights ±1, as `encoder_prior.interaction_terms`."
+
+
+def _same_weights(got: dict, want: dict) -> bool:
+    return got.keys() == want.keys() and all(math.isclose(got[k], want[k]) for k in got)
+
+
+interaction_terms = _register(
+    "interaction_terms", "08", "code", "the change of a contrast when the text encoder changes",
+    _check_interaction_terms,
+    ["An interaction is a difference of differences: first the contrast A − B on each encoder, then how much "
+     "it moved from the base encoder to the other one.",
+     "Four runs take part: A and B on `encoder`, A and B on `base`. Each enters once, with weight +1 or −1; write "
+     "the sum out as (A_enc − B_enc) − (A_base − B_base) and read the signs off it.",
+     "a, b = contrast; return [(1, (encoder, a)), (-1, (encoder, b)), (-1, (base, a)), (1, (base, b))]"],
+    solutions.interaction_terms)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..models import Scoring, check_mask, check_text_length
 from ..models import score_all as readable_score_all
+from ..text_towers import model_features
 
 WORD_TILE = 2048     # word rows per tile (whole captions); with IMAGE_TILE, a tile's logits are ~3 MB
 IMAGE_TILE = 8       # images per tile: (2048 x 128) @ (128 x 392) runs at the CPU's peak GEMM rate
@@ -209,6 +210,7 @@ def score_all(model, features, device="cpu", image_rows: torch.Tensor | None = N
     """
     cfg = model.cfg
     model.eval().to(device)
+    features = model_features(model, features)           # a model with a text tower scores its tower's features
     image_rows = torch.arange(features.n_images) if image_rows is None else torch.as_tensor(image_rows)
     caption_rows = torch.arange(features.n_captions) if caption_rows is None else torch.as_tensor(caption_rows)
     regions, pooled = features.image_batch(image_rows)

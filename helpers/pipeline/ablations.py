@@ -27,7 +27,8 @@ from ..features import FeatureSet
 from ..pretraining import pretrain_projections
 from ..train import TrainConfig, TrainResult, make_model
 from .feature_cache import load_course_features
-from .recipes import run_dir, seeds_for, train_config
+from .recipes import LADDERS as LADDERS_05
+from .recipes import grow_until_interior, run_dir, seeds_for, train_config
 from .runs import course_run, curve_convergence, rank_run, train_run
 
 BASELINE = "decoupled"
@@ -273,46 +274,12 @@ WEIGHT_LADDER = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 WEIGHT_START = (0.1, 0.3, 1.0)
 EPOCHS_LADDER = (2, 5, 10, 20, 40)
 EPOCHS_START = (2, 5, 10)
-LR_LADDER = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+LR_LADDER = LADDERS_05["lr"]                # notebook 05's ladder
 TUNED = {"loss_vse": "lr", "loss_pointwise": "lr", "pretrained": "pretrain_epochs",
          "local_consistency": "aux_weight", "word_diversity": "aux_weight", "masked_reconstruction": "aux_weight"}
 LADDERS = {"aux_weight": WEIGHT_LADDER, "pretrain_epochs": EPOCHS_LADDER, "lr": LR_LADDER}
 TUNING_COLUMNS = ["variant", "tuned", "value", "val rsum", "best epoch", "epochs", "change over last 3 epochs",
                   "stopped by", "share of loss %", "run"]
-
-
-def _rung(value: float, ladder) -> int:
-    """The index of `value` on `ladder` (up to float rounding); ValueError if it is not on it."""
-    for i, v in enumerate(ladder):
-        if np.isclose(v, value, rtol=1e-9, atol=0):
-            return i
-    raise ValueError(f"{value:g} is not on the ladder {tuple(ladder)}: start from values of the ladder")
-
-
-def grow_until_interior(values, ladder, score_fn) -> tuple[float, dict[float, float]]:
-    """Score the starting `values` (three or more, on `ladder`) with `score_fn(value) -> float` (higher is
-    better); wherever the best sits on an edge of the values tried, score the ladder's next value on that
-    side too; repeat until the best is interior or the ladder ends on its side. Ties go to the smaller value.
-    -> (the best value, {value: score} of every value tried, ascending)."""
-    ladder = tuple(ladder)
-    if any(a >= b for a, b in zip(ladder, ladder[1:])):
-        raise ValueError(f"the ladder must be strictly increasing, got {ladder}")
-    tried = sorted({_rung(v, ladder) for v in values})
-    if len(tried) < 3:
-        raise ValueError(f"start from three distinct ladder values, got {tuple(values)}")
-    scores: dict[int, float] = {}
-    while True:
-        for i in tried:
-            if i not in scores:
-                scores[i] = float(score_fn(ladder[i]))
-                if np.isnan(scores[i]):
-                    raise ValueError(f"the score of {ladder[i]:g} is NaN: the trial did not validate; look at its run")
-        best = max(tried, key=lambda i: (scores[i], -i))
-        grown = [i for i in (best - 1, best + 1) if 0 <= i < len(ladder) and i not in tried
-                 and (i < tried[0] or i > tried[-1])]
-        if not grown:
-            return ladder[best], {ladder[i]: scores[i] for i in sorted(scores)}
-        tried = sorted(tried + grown)
 
 
 def lr_start(budget: str = "cpu") -> tuple[float, float, float]:

@@ -28,10 +28,12 @@ from safetensors.torch import load_file, save_file
 from ..atomic import atomic_path, md5sum
 from ..config import PATHS, TEXT_MAX_LENGTH, course_device, get_device
 from ..data import load_subset
-from ..encoders import (IMAGE_BACKBONES, blog_transform, file_identity, load_image_encoder, load_text_encoder,
-                        resolve_image_backbone, resolve_text_model)
+from ..encoders import (IMAGE_BACKBONES, MINILM, blog_transform, file_identity, load_image_encoder, load_text_encoder,
+                        load_tokenizer, random_text_encoder, resolve_image_backbone, resolve_text_model,
+                        tokenize_captions)
 from ..fast.extraction import amp_on, extract_image_features, extract_text_features, use_graph
 from ..features import FeatureSet
+from ..train import text_mark
 
 try:                # flock marks a write in progress: a tidy-up removes only the temp files of dead writes
     import fcntl
@@ -414,3 +416,75 @@ def load_course_features(image_encoder="auto", text_encoder="auto", device: str 
         tokens=tokens, offsets=offsets, text_pooled=text_pooled, source=fingerprint(pooled, text_pooled))
     split = {s: subset.split_ids(s) for s in ("train", "val", "test")} if order == 0 else subset.split(order)
     return course_splits(everything, split, order)
+
+
+# ----------------------------------------------------------------------------- notebook 08's text encoders (its encoder prior)
+
+RANDOM_SEED = 0       # the random MiniLM's weights: one draw, frozen for every run (as MiniLM's are)
+_ENCODER_FEATURES: dict = {}   # this process's encoder features, built once per (encoder, features)
+
+
+def cached_random_text_features(captions: list[str], seed: int = RANDOM_SEED, cache_dir: Path | None = None,
+                                progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`cached_text_features` for MiniLM with random weights (`encoders.random_text_encoder(seed)`): keyed on
+    the sha256 of those weights (they come from code, not a file) and of the tokenizer's vocabulary."""
+    encoder = random_text_encoder(seed)
+    weights = _digest([[n, tensor_sha256(t)] for n, t in sorted(encoder.model.state_dict().items())])
+    key = {"format": CACHE_FORMAT, "kind": "text", "model": encoder.name, "weights": f"sha256 {weights}",
+           "tokenizer": _digest(sorted(encoder.tokenizer.get_vocab().items())), "max_length": encoder.max_length,
+           "captions_sha256": _digest(list(captions)), "n": len(captions), "compute_dtype": "float32",
+           "dtype": "float16"}
+    path = cache_file(key, cache_dir)
+    tidy_cache(cache_dir)
+    hit = load_cache(path, key, _check_text(len(captions), encoder.dim))
+    if hit is not None:
+        return hit["tokens"], hit["offsets"], hit["pooled"]
+    tokens, offsets, pooled = extract_text_features(list(captions), encoder, device="cpu", amp=False,
+                                                    progress=progress)
+    save_cache(path, {"tokens": tokens, "offsets": offsets, "pooled": pooled}, key)
+    return tokens, offsets, pooled
+
+
+def wordpiece_ids(captions: list[str], chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """N captions -> (N_tok, 1) float32 packed WordPiece ids (MiniLM's tokenization, exact in float32), (N + 1,)
+    offsets: the "features" a model with a text tower reads (its `text_batch` pads them with id 0, [PAD])."""
+    tokenizer, ids, lengths = load_tokenizer(MINILM), [], []
+    for start in range(0, len(captions), chunk):
+        batch_ids, mask = tokenize_captions(tokenizer, list(captions[start:start + chunk]))
+        ids.append(batch_ids[mask.bool()])
+        lengths.append(mask.sum(1))
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cat(lengths).cumsum(0)])
+    return torch.cat(ids).float()[:, None], offsets
+
+
+def encoder_features(text_features: str, feats: dict[str, FeatureSet], order: int = 0, subset=None
+                     ) -> dict[str, FeatureSet]:
+    """The course's splits (`load_course_features(order=order)`) with the text side of another encoder: 'minilm'
+    as given; 'gru' the WordPiece ids a model with a tower reads (`wordpiece_ids`); 'random_minilm' the frozen
+    random MiniLM's features (`cached_random_text_features`). Images, captions and splits are unchanged; each
+    FeatureSet's `source` carries `train.text_mark(text_features)`. Built once per process."""
+    if text_features == "minilm":
+        return feats
+    check_split(feats["train"], order)
+    memo = (text_features, feats["train"].source)
+    if memo not in _ENCODER_FEATURES:
+        everything = feats["all"]
+        captions = (subset if subset is not None else load_subset()).captions
+        if not torch.equal(torch.tensor(captions.caption_id.to_numpy()), everything.caption_ids):
+            raise ValueError("these features are not the subset's captions in its order; pass load_course_features()")
+        text = captions.caption.tolist()
+        if text_features == "gru":
+            tokens, offsets = wordpiece_ids(text)
+            pooled = torch.zeros(len(text), 1)               # a tower model pools its own features
+        elif text_features == "random_minilm":
+            tokens, offsets, pooled = cached_random_text_features(text)
+        else:
+            raise ValueError(f"unknown text_features {text_features!r}; choose 'minilm', 'gru' or 'random_minilm'")
+        if not torch.equal(offsets, everything.offsets):
+            raise ValueError(f"{text_features}'s captions tokenize to other lengths than the course's features: "
+                             "both must use MiniLM's tokenizer and TEXT_MAX_LENGTH")
+        other = replace(everything, tokens=tokens, offsets=offsets, text_pooled=pooled,
+                        source=everything.source + text_mark(text_features))
+        _ENCODER_FEATURES[memo] = course_splits(
+            other, {s: feats[s].image_ids.tolist() for s in ("train", "val", "test")}, order)
+    return _ENCODER_FEATURES[memo]

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import models
@@ -56,6 +57,41 @@ LADDERS = {"lr": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
            "init_temperature": (0.01, 0.03, 0.1, 0.3, 1.0)}
 START_GRID = {"lr": (3e-4, 1e-3, 3e-3), "init_temperature": (0.03, 0.1, 0.3)}
 IDENTITY_LEFT_OUT = ("progress",)     # TrainConfig fields that do not change what a run computes
+
+
+# The rule every tuning of the course grows its trials by (08's variants, 08's encoders): a ladder of values.
+def _rung(value: float, ladder) -> int:
+    """The index of `value` on `ladder` (up to float rounding); ValueError if it is not on it."""
+    for i, v in enumerate(ladder):
+        if np.isclose(v, value, rtol=1e-9, atol=0):
+            return i
+    raise ValueError(f"{value:g} is not on the ladder {tuple(ladder)}: start from values of the ladder")
+
+
+def grow_until_interior(values, ladder, score_fn) -> tuple[float, dict[float, float]]:
+    """Score the starting `values` (three or more, on `ladder`) with `score_fn(value) -> float` (higher is
+    better); wherever the best sits on an edge of the values tried, score the ladder's next value on that
+    side too; repeat until the best is interior or the ladder ends on its side. Ties go to the smaller value.
+    -> (the best value, {value: score} of every value tried, ascending)."""
+    ladder = tuple(ladder)
+    if any(a >= b for a, b in zip(ladder, ladder[1:])):
+        raise ValueError(f"the ladder must be strictly increasing, got {ladder}")
+    tried = sorted({_rung(v, ladder) for v in values})
+    if len(tried) < 3:
+        raise ValueError(f"start from three distinct ladder values, got {tuple(values)}")
+    scores: dict[int, float] = {}
+    while True:
+        for i in tried:
+            if i not in scores:
+                scores[i] = float(score_fn(ladder[i]))
+                if np.isnan(scores[i]):
+                    raise ValueError(f"the score of {ladder[i]:g} is NaN: the trial did not validate; look at its run")
+        best = max(tried, key=lambda i: (scores[i], -i))
+        grown = [i for i in (best - 1, best + 1) if 0 <= i < len(ladder) and i not in tried
+                 and (i < tried[0] or i > tried[-1])]
+        if not grown:
+            return ladder[best], {ladder[i]: scores[i] for i in sorted(scores)}
+        tried = sorted(tried + grown)
 
 
 def seeds_for(model: str) -> tuple[int, ...]:
@@ -141,9 +177,12 @@ def run_dir(cfg: TrainConfig, order: int = 0) -> Path:
     folder exactly when they train the same run; the words before it are for people (the folder's
     config.json says the whole configuration)."""
     identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_LEFT_OUT}
+    if identity["text_features"] == "minilm":     # added for 08's encoder prior: the course's runs keep their folders
+        del identity["text_features"]
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     aux = cfg.model_overrides.get("aux_weight", 0.0)
-    words = [cfg.model, cfg.loss if cfg.loss != "infonce" else "",
+    words = [cfg.model, cfg.text_features if cfg.text_features != "minilm" else "",
+             cfg.loss if cfg.loss != "infonce" else "",
              cfg.image_features if cfg.image_features != "regions" else "",
              f"{round(100 * cfg.train_fraction)}pct" if cfg.train_fraction < 1 else "",
              "pretrained" if cfg.init_from else "", f"w{aux:g}" if aux else ""]

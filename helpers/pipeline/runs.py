@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,8 @@ from ..fast import distributed, parallel
 from ..fast.scoring import FAST
 from ..features import FeatureSet, logits_features
 from ..train import TrainConfig, TrainResult, finished, load_result, train
-from .feature_cache import check_split, load_course_features
-from .recipes import MODEL_NAMES, run_dir, seeds_for, train_config
+from .feature_cache import check_split, encoder_features, load_course_features
+from .recipes import MODEL_NAMES, recipe_id, run_dir, seeds_for, train_config
 
 
 def course_features() -> dict[str, FeatureSet]:
@@ -38,9 +39,11 @@ def imagenet_classifier() -> nn.Module:
     return load_image_encoder()[0].head.eval()
 
 
-def features_for(cfg: TrainConfig, feats: dict[str, FeatureSet]) -> dict[str, FeatureSet]:
-    """The features a run trains and is tested on: the course's, or for `image_features="imagenet_logits"`
-    every split's images as their 1000 ImageNet logits (the blog's image "features")."""
+def features_for(cfg: TrainConfig, feats: dict[str, FeatureSet], order: int = 0) -> dict[str, FeatureSet]:
+    """The features a run trains and is tested on: the course's, with the text side of `cfg.text_features`
+    (`feature_cache.encoder_features`), and for `image_features="imagenet_logits"` every split's images as
+    their 1000 ImageNet logits (the blog's image "features")."""
+    feats = encoder_features(cfg.text_features, feats, order)
     if cfg.image_features == "regions":
         return feats
     classifier = imagenet_classifier()
@@ -51,7 +54,7 @@ def train_run(cfg: TrainConfig, feats: dict[str, FeatureSet], order: int = 0) ->
     """The run `cfg` defines, on `feats` (the course's splits, or with `order` > 0 those of another split of
     the subset, `load_course_features(order=...)`): trained, resumed or reused from its folder."""
     check_split(feats["train"], order)
-    data = features_for(cfg, feats)
+    data = features_for(cfg, feats, order)
     with distributed.process(cfg.device) as process:
         return train(cfg, data["train"], data["val"], run_dir(cfg, order), scoring=FAST, process=process)
 
@@ -80,6 +83,19 @@ def convergence(cfg: TrainConfig, result: TrainResult) -> dict:
             "learned temperature": round(1 / result.model.logit_scale.exp().item(), 4)}
 
 
+def trial_row(cfg: TrainConfig, r: TrainResult) -> dict:
+    """A trained trial -> its row: the setting, the best and last validation rSum, the stopping epoch, the
+    validation change over its last three epochs, how it stopped, the learned temperature (`runs.convergence`)
+    and the seconds of training and validation."""
+    c = convergence(cfg, r)
+    return {"model": cfg.model, "lr": cfg.lr, "init_temperature": cfg.model_overrides["init_temperature"],
+            "best epoch": c["best epoch"], "epochs": c["epochs"], "val rsum": c["val rsum"],
+            "last val rsum": round(float(r.history.rsum.iloc[-1]), 2),
+            "change over last 3 epochs": c["change over last 3 epochs"], "stopped by": c["stopped by"],
+            "learned temperature": c["learned temperature"],
+            "seconds": round(float(r.history.seconds.sum()), 1), "recipe": recipe_id(cfg)}
+
+
 def course_run(model: str, feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0) -> TrainResult:
     """`train_run` of the course's recipe for `model` (`recipes.train_config`)."""
     return train_run(train_config(model, budget, seed), feats)
@@ -100,7 +116,7 @@ def rank_run(cfg: TrainConfig, feats: dict[str, FeatureSet], device: str = "cpu"
     -> {'img_rank': (N_img,) ndarray, 'cap_rank': (N_cap,) ndarray, 'seconds': float}
     """
     check_split(feats["test"], order)
-    folder, test = run_dir(cfg, order), features_for(cfg, feats)["test"]
+    folder, test = run_dir(cfg, order), features_for(cfg, feats, order)["test"]
     cache = folder / "test_ranks.npz"
     if ranking_is_fresh(folder):
         z = np.load(cache)
@@ -136,15 +152,20 @@ def train_and_rank(feats: dict[str, FeatureSet], cfg: TrainConfig, rank: bool) -
         rank_run(cfg, feats)
 
 
-def run_all(configs: list[TrainConfig], feats: dict[str, FeatureSet], rank: bool = True) -> None:
+def run_all(configs: list[TrainConfig], feats: dict[str, FeatureSet], rank: bool = True,
+            done: Callable[[TrainConfig, bool], None] | None = None) -> None:
     """Train (and with `rank`, rank) every run of `configs` that is not done yet: side by side on a CPU
-    (`fast.parallel`, long runs first), else one after another here."""
+    (`fast.parallel`, long runs first), else one after another here. `done(cfg, rank)`, if given, is called
+    here as each of those runs finishes (to write a table as it grows)."""
     todo = [cfg for cfg in configs if needs_work(cfg, rank)]
     todo.sort(key=lambda cfg: cfg.model in ("dual", "dual_words"))     # runs without attention (seconds) last
     device = todo[0].device if todo else "cpu"
-    if not parallel.side_by_side(train_and_rank, [(cfg, rank) for cfg in todo], feats, course_features, device):
+    if not parallel.side_by_side(train_and_rank, [(cfg, rank) for cfg in todo], feats, course_features, device,
+                                 done=done):
         for cfg in todo:
             train_and_rank(feats, cfg, rank)
+            if done is not None:
+                done(cfg, rank)
 
 
 def train_all(feats: dict[str, FeatureSet], budget: str = "cpu", seed: int = 0,

@@ -20,9 +20,9 @@ import pandas as pd
 from ..atomic import write_csv
 from ..checks import TOLERANCES
 from ..fast import parallel
-from ..train import TrainConfig, TrainResult
+from ..train import TrainResult
 from .recipes import LADDERS, START_GRID, chosen, grid_table, grid_trials, recipe_id, searched, train_config
-from .runs import convergence, run_all, train_run
+from .runs import run_all, train_run, trial_row
 
 
 def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFrame:
@@ -56,19 +56,6 @@ def recheck(results: dict[str, TrainResult], budget: str = "cpu") -> pd.DataFram
 # ----------------------------------------------------------------------------- the bracketing search
 
 AXES = tuple(START_GRID)          # ("lr", "init_temperature")
-
-
-def trial_row(cfg: TrainConfig, r: TrainResult) -> dict:
-    """A trained trial -> its row: the setting, the best and last validation rSum, the stopping epoch, the
-    validation change over its last three epochs, how it stopped, the learned temperature (`runs.convergence`)
-    and the seconds of training and validation."""
-    c = convergence(cfg, r)
-    return {"model": cfg.model, "lr": cfg.lr, "init_temperature": cfg.model_overrides["init_temperature"],
-            "best epoch": c["best epoch"], "epochs": c["epochs"], "val rsum": c["val rsum"],
-            "last val rsum": round(float(r.history.rsum.iloc[-1]), 2),
-            "change over last 3 epochs": c["change over last 3 epochs"], "stopped by": c["stopped by"],
-            "learned temperature": c["learned temperature"],
-            "seconds": round(float(r.history.seconds.sum()), 1), "recipe": recipe_id(cfg)}
 
 
 def read_grid(path) -> pd.DataFrame:

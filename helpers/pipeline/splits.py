@@ -298,6 +298,16 @@ def course_ranks(feats: dict[str, FeatureSet], budget: str = "cpu", retrain=RETR
     return out, pd.DataFrame(rows, columns=["model", "seed", "retrained here", "committed", "difference"])
 
 
+def committed_course_ranks(budget: str = "cpu", models=MODELS,
+                           seeds=tuple(s for s in SEEDS if s not in RETRAIN)) -> dict[tuple[str, int], dict]:
+    """The course split's committed runs of today's recipe (`make splits`, order 0), by default the seeds 06 reads
+    rather than trains -> {(model, seed): ranks}: what another design reuses so that its numbers are 06's
+    (`encoder_prior.all_ranks`)."""
+    committed = load_committed(budget, must_exist=False)
+    return {(m, s): committed.ranks[0, m, s] for m in models for s in seeds
+            if recorded(committed, 0, train_config(m, budget, s))}
+
+
 def convergence_table(budget: str = "cpu", order: int = 0) -> pd.DataFrame:
     """Split `order`'s committed runs -> one row each: model, seed and how it converged (`runs.convergence`'s
     columns), in the table's order. A row without its convergence (an older table) is an error: run `make splits`."""
