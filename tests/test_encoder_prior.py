@@ -290,7 +290,13 @@ def test_a_real_interaction_reads_as_a_dependence():
     table = ep.interaction_table(ranks, CAPTION_IMAGE, n_boot=200)
     row = table.set_index(["interaction", "encoder"]).loc[("encoder x flow", "gru vs minilm")]
     assert row.difference > 0 and row.lo > 0 and row.verdict == "A better"
-    assert ep.verdict_sentence(table).startswith("The blog's variable's effect depends on the text encoder")
+    sentence = ep.verdict_sentence(table)
+    assert sentence.startswith("The blog's variable's effect depends on the text encoder") and "Holm p" in sentence
+    assert ("borderline" in sentence) == (row.p_holm > 0.025)
+    weak = table.assign(p_holm=table.p_holm.where(table.verdict != "A better", 0.04))       # credible, but only just
+    assert "borderline: gru's Holm-adjusted p, 0.040, would not pass a familywise level of 0.025" in ep.verdict_sentence(weak)
+    strong = table.assign(p_holm=table.p_holm.where(table.verdict != "A better", 0.001))
+    assert "borderline" not in ep.verdict_sentence(strong)
     contrasts = ep.contrast_table(ranks, CAPTION_IMAGE, n_boot=200)
     assert len(contrasts) == 3 * len(ep.ENCODERS) and set(contrasts.contrast) == set(ep.CONTRASTS)
     models_ = ep.model_table(ranks, CAPTION_IMAGE, n_boot=200)

@@ -350,15 +350,20 @@ def interaction_table(ranks, caption_image, n_boot: int = 1000, alpha: float = 0
     return _verdicts(pd.DataFrame(rows), alpha)
 
 
-def verdict_sentence(interactions: pd.DataFrame) -> str:
-    """The answer to the issue's question, from the encoder x flow rows of `interaction_table`."""
+def verdict_sentence(interactions: pd.DataFrame, alpha: float = 0.05) -> str:
+    """The answer to the issue's question, from the encoder x flow rows of `interaction_table`. A credible change
+    whose Holm-adjusted p is above alpha / 2 is called borderline: a familywise level half as large would not pass it."""
     flow = interactions[interactions.interaction == "encoder x flow"]
     credible = flow[flow.verdict.isin(["A better", "A credibly worse"])]
-    parts = [f"{r.encoder.split(' vs ')[0]}: {r.difference:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}], {r.verdict}"
-             for r in flow.itertuples()]
+    parts = [f"{r.encoder.split(' vs ')[0]}: {r.difference:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}], Holm p {r.p_holm:.3f}, "
+             f"{r.verdict}" for r in flow.itertuples()]
     if len(credible):
         head = (f"The blog's variable's effect depends on the text encoder: the flow contrast (decoupled - joint_words) "
                 f"changes credibly, after Holm, when MiniLM's prior is replaced ({'; '.join(parts)}).")
+        weakest = credible.loc[credible.p_holm.idxmax()]
+        if weakest.p_holm > alpha / 2:
+            head += (f" The evidence is borderline: {weakest.encoder.split(' vs ')[0]}'s Holm-adjusted p, "
+                     f"{weakest.p_holm:.3f}, would not pass a familywise level of {alpha / 2:g}.")
     else:
         head = (f"No credible dependence on the encoder prior: the flow contrast (decoupled - joint_words) does not "
                 f"change credibly, after Holm, when MiniLM's prior is replaced ({'; '.join(parts)}); this design "
